@@ -1,0 +1,1 @@
+"""dd3g-sdk export: PEPD checkpoints to ONNX (fp32/fp16) and TensorRT engines."""
