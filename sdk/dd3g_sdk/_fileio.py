@@ -9,6 +9,11 @@ from typing import IO, Iterator
 
 from .errors import InputError
 
+# mkstemp creates files with mode 0o600; a written file should get the usual 0o666 & ~umask instead.
+# The umask can only be read by setting it, so read it once, at import (single-threaded in practice).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def check_writable_target(path: str | os.PathLike) -> Path:
     """Return `path` as a Path; raise InputError if its folder does not exist or it is a folder."""
@@ -30,12 +35,18 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_write supports 'wb' and 'w', not {mode!r}")
     target = check_writable_target(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        # Keep an existing file's permissions; a new file gets the ones open() would give it.
+        file_mode = target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~_UMASK
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as e:  # e.g. a read-only folder: the user's problem, reported in one line
+        raise InputError(target, f"cannot write: {e.strerror or e}") from None
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, file_mode)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -74,6 +74,8 @@ def look_at(eye: Sequence[float], target: Sequence[float] = (0, 0, 0), up: Seque
     """World-to-camera [4, 4] of an OpenCV camera at `eye` looking at `target`, with world `up` upwards."""
     eye, target, up = (np.asarray(v, np.float64) for v in (eye, target, up))
     z = target - eye
+    if np.linalg.norm(z) == 0:
+        raise ValueError(f"look_at: eye and target are the same point {eye.tolist()}")
     z /= np.linalg.norm(z)
     x = np.cross(z, up)
     if np.linalg.norm(x) < 1e-9:  # looking straight along `up`: pick any perpendicular

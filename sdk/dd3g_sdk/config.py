@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
@@ -50,7 +51,8 @@ def _coerce(tp: Any, value: Any, source, where: str) -> Any:
         if len(args) != len(value):
             raise InputError(source, f"{where} must have {len(args)} items, got {len(value)}")
         return tuple(_coerce(a, v, source, where) for a, v in zip(args, value))
-    if origin is typing.Union or (origin is not None and str(origin) == "types.UnionType"):
+    # `Optional[X]` has origin typing.Union; `X | None` (PEP 604) has origin types.UnionType.
+    if origin is typing.Union or origin is types.UnionType:
         if value is None:
             return None
         args = [a for a in typing.get_args(tp) if a is not type(None)]

@@ -27,7 +27,7 @@ def sh0_to_rgb(sh0: np.ndarray) -> np.ndarray:
     return 0.5 + C0 * np.asarray(sh0, np.float32)
 
 
-@dataclass
+@dataclass(eq=False)  # `==` on arrays is ambiguous: compare with allclose(); `==` is identity
 class Gaussians:
     means: np.ndarray  # [N, 3]
     scales: np.ndarray  # [N, 3] linear

@@ -1,0 +1,551 @@
+// dd3g_raster.cu: tile-based forward Gaussian rasteriser behind the C API of dd3g_raster.h.
+//
+// Pipeline (all on `stream`, no allocation, no host sync unless DD3G_RASTER_EXACT_COUNT):
+//   1. project      one thread per (camera, Gaussian): EWA projection, SH colour, tile rect, tile count,
+//                   depth key (float bits of camera z; culled = 0xFFFFFFFF)
+//   2. depth sort   CUB radix sort of C*N (depth key, index) pairs, 32 bits
+//   3. gather+scan  tile counts in depth order -> inclusive prefix sum (int64) = end offset of each Gaussian
+//   4. emit         each Gaussian writes (camera*tiles + tile, index) for its tiles at its offsets; because
+//                   Gaussians are visited in depth order, the list is depth-ordered within every tile
+//   5. pad          unused capacity gets a sentinel key (C*tiles) that sorts last
+//   6. tile sort    stable CUB radix sort by tile key over ceil(log2(C*tiles+1)) bits (2 passes for up to
+//                   65535 tiles): depth order inside a tile survives because the sort is stable
+//   7. ranges       [start, end) of every tile in the sorted list
+//   8. raster       one 16x16 block per (tile, camera): front-to-back blending in batches of 256 Gaussians
+//                   staged in shared memory
+// Sorting depth once per Gaussian and then only the few tile bits per intersection moves far fewer bytes than
+// gsplat's single 64-bit (camera | tile | depth) sort of all intersections.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cub/device/device_radix_sort.cuh>
+#include <cub/device/device_scan.cuh>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+
+#include "dd3g_raster.h"
+#include "raster_math.h"
+
+namespace {
+
+using dd3g::kTile;
+constexpr int kBlock = kTile * kTile;  // threads per raster block
+constexpr uint32_t kDepthCulled = 0xFFFFFFFFu;
+constexpr size_t kAlign = 256;
+
+thread_local char g_last_error[256] = "";
+
+void set_error(const char* what, cudaError_t e) {
+    snprintf(g_last_error, sizeof(g_last_error), "%s: %s (%d)", what, cudaGetErrorString(e), (int)e);
+}
+
+#define DD3G_CUDA(call)                      \
+    do {                                     \
+        cudaError_t e_ = (call);             \
+        if (e_ != cudaSuccess) {             \
+            set_error(#call, e_);            \
+            return DD3G_ERROR_CUDA;          \
+        }                                    \
+    } while (0)
+
+#define DD3G_LAUNCHED(name)                        \
+    do {                                           \
+        cudaError_t e_ = cudaGetLastError();       \
+        if (e_ != cudaSuccess) {                   \
+            set_error("launch " name, e_);         \
+            return DD3G_ERROR_CUDA;                \
+        }                                          \
+    } while (0)
+
+size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
+
+// Counters at the start of the workspace (one 256-byte slot).
+struct Header {
+    unsigned long long intersections;  // needed by the last frame
+    unsigned long long capacity;
+    unsigned long long evaluations;
+    unsigned long long pad[29];
+};
+static_assert(sizeof(Header) == 256, "header is one aligned slot");
+
+int bits_for(uint64_t v) {  // bits needed to represent v
+    int b = 0;
+    while (b < 64 && (v >> b) != 0) ++b;
+    return std::max(b, 1);
+}
+
+// Derived sizes of one call, and where each buffer lives in the workspace.
+struct Plan {
+    int64_t N = 0, CN = 0, capacity = 0;
+    int C = 0, W = 0, H = 0, K = 0, tiles_x = 0, tiles_y = 0;
+    int64_t tiles = 0;  // C * tiles_x * tiles_y
+    int tile_bits = 1;
+    size_t cub_bytes = 0;
+    // offsets into the workspace
+    size_t o_header = 0, o_pa = 0, o_pb = 0, o_pc = 0, o_rect = 0, o_count = 0, o_dkey0 = 0, o_dkey1 = 0,
+           o_dval0 = 0, o_dval1 = 0, o_scan_in = 0, o_scan_out = 0, o_ikey0 = 0, o_ikey1 = 0, o_ival0 = 0,
+           o_ival1 = 0, o_ranges = 0, o_cub = 0, total = 0;
+};
+
+int validate(const dd3g_raster_config* cfg) {
+    if (!cfg) return DD3G_ERROR_INVALID_VALUE;
+    if (cfg->struct_size != sizeof(dd3g_raster_config)) return DD3G_ERROR_STRUCT_SIZE;
+    if (cfg->dtype != DD3G_FLOAT32 && cfg->dtype != DD3G_FLOAT16) return DD3G_ERROR_INVALID_VALUE;
+    if (cfg->num_gaussians < 0 || cfg->num_cameras < 1 || cfg->width < 1 || cfg->height < 1)
+        return DD3G_ERROR_INVALID_VALUE;
+    if (cfg->width > 65535 * kTile || cfg->height > 65535 * kTile) return DD3G_ERROR_INVALID_VALUE;
+    int K = cfg->sh_coeffs;
+    if (K != 1 && K != 4 && K != 9 && K != 16) return DD3G_ERROR_INVALID_VALUE;
+    if ((uint64_t)cfg->num_gaussians * (uint64_t)cfg->num_cameras >= 0xFFFFFFFFull) return DD3G_ERROR_INVALID_VALUE;
+    if (cfg->max_intersections < 0 || cfg->max_intersections > 0x7FFFFFFFll) return DD3G_ERROR_INVALID_VALUE;
+    if (!(cfg->near_plane >= 0.f) || !(cfg->far_plane > cfg->near_plane) || !(cfg->eps2d >= 0.f))
+        return DD3G_ERROR_INVALID_VALUE;
+    if (cfg->flags & ~(DD3G_RASTER_TIGHT_TILES | DD3G_RASTER_EXACT_COUNT | DD3G_RASTER_COUNT_EVALS))
+        return DD3G_ERROR_INVALID_VALUE;
+    return DD3G_SUCCESS;
+}
+
+// CUB temp bytes of the three device-wide operations, at their largest sizes.
+int cub_temp_bytes(const Plan& p, size_t* out) {
+    size_t a = 0, b = 0, c = 0;
+    if (p.CN > 0) {
+        cub::DoubleBuffer<uint32_t> k(nullptr, nullptr), v(nullptr, nullptr);
+        DD3G_CUDA(cub::DeviceRadixSort::SortPairs(nullptr, a, k, v, (int)p.CN, 0, 32));
+        DD3G_CUDA(cub::DeviceScan::InclusiveSum(nullptr, b, (const long long*)nullptr, (long long*)nullptr,
+                                                (int)p.CN));
+    }
+    if (p.capacity > 0) {
+        cub::DoubleBuffer<uint32_t> k(nullptr, nullptr), v(nullptr, nullptr);
+        DD3G_CUDA(cub::DeviceRadixSort::SortPairs(nullptr, c, k, v, (int)p.capacity, 0, p.tile_bits));
+    }
+    *out = std::max(a, std::max(b, c));
+    return DD3G_SUCCESS;
+}
+
+int make_plan(const dd3g_raster_config* cfg, Plan* p) {
+    int st = validate(cfg);
+    if (st != DD3G_SUCCESS) return st;
+    p->N = cfg->num_gaussians;
+    p->C = cfg->num_cameras;
+    p->CN = p->N * p->C;
+    p->W = cfg->width;
+    p->H = cfg->height;
+    p->K = cfg->sh_coeffs;
+    p->tiles_x = (p->W + kTile - 1) / kTile;
+    p->tiles_y = (p->H + kTile - 1) / kTile;
+    p->tiles = (int64_t)p->C * p->tiles_x * p->tiles_y;
+    if (p->tiles >= 0x7FFFFFFFll) return DD3G_ERROR_INVALID_VALUE;
+    p->tile_bits = bits_for((uint64_t)p->tiles);  // the sentinel key p->tiles must fit too
+    p->capacity = cfg->max_intersections > 0 ? cfg->max_intersections
+                                             : std::min<int64_t>(8 * p->CN + 65536, 0x7FFFFFFFll);
+    st = cub_temp_bytes(*p, &p->cub_bytes);
+    if (st != DD3G_SUCCESS) return st;
+    size_t off = 0;
+    auto take = [&](size_t bytes) {
+        size_t o = off;
+        off += align_up(bytes);
+        return o;
+    };
+    const size_t CN = (size_t)p->CN, cap = (size_t)p->capacity;
+    p->o_header = take(sizeof(Header));
+    p->o_pa = take(CN * sizeof(float4));      // x, y, opacity, depth
+    p->o_pb = take(CN * sizeof(float4));      // conic a, b, c, -
+    p->o_pc = take(CN * sizeof(float4));      // r, g, b, -
+    p->o_rect = take(CN * sizeof(ushort4));   // tile rect
+    p->o_count = take(CN * sizeof(uint32_t)); // tiles touched
+    p->o_dkey0 = take(CN * sizeof(uint32_t));
+    p->o_dkey1 = take(CN * sizeof(uint32_t));
+    p->o_dval0 = take(CN * sizeof(uint32_t));
+    p->o_dval1 = take(CN * sizeof(uint32_t));
+    p->o_scan_in = take(CN * sizeof(long long));
+    p->o_scan_out = take(CN * sizeof(long long));
+    p->o_ikey0 = take(cap * sizeof(uint32_t));
+    p->o_ikey1 = take(cap * sizeof(uint32_t));
+    p->o_ival0 = take(cap * sizeof(uint32_t));
+    p->o_ival1 = take(cap * sizeof(uint32_t));
+    p->o_ranges = take((size_t)p->tiles * sizeof(int2));
+    p->o_cub = take(p->cub_bytes);
+    p->total = off;
+    return DD3G_SUCCESS;
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// kernels
+
+template <typename T>
+__device__ __forceinline__ float ld(const T* p, size_t i);
+template <>
+__device__ __forceinline__ float ld<float>(const float* p, size_t i) { return __ldg(p + i); }
+template <>
+__device__ __forceinline__ float ld<__half>(const __half* p, size_t i) { return __half2float(p[i]); }
+
+template <typename T>
+__global__ void __launch_bounds__(256)
+k_project(uint32_t N, uint32_t C, const T* __restrict__ means, const T* __restrict__ quats,
+          const T* __restrict__ scales, const T* __restrict__ opacities, const T* __restrict__ sh, int K,
+          const float* __restrict__ viewmats, const float* __restrict__ Ks, int W, int H, int tiles_x,
+          int tiles_y, float near_plane, float far_plane, float eps2d, bool tight, float4* __restrict__ pa,
+          float4* __restrict__ pb, float4* __restrict__ pc, ushort4* __restrict__ rects,
+          uint32_t* __restrict__ counts, uint32_t* __restrict__ dkeys, uint32_t* __restrict__ dvals) {
+    uint32_t idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= N * C) return;
+    uint32_t cam = idx / N, g = idx - cam * N;
+    const float* V = viewmats + 16 * cam;
+    const float* Kc = Ks + 9 * cam;
+    float m[3] = {ld(means, 3 * (size_t)g), ld(means, 3 * (size_t)g + 1), ld(means, 3 * (size_t)g + 2)};
+    float q[4] = {ld(quats, 4 * (size_t)g), ld(quats, 4 * (size_t)g + 1), ld(quats, 4 * (size_t)g + 2),
+                  ld(quats, 4 * (size_t)g + 3)};
+    float s[3] = {ld(scales, 3 * (size_t)g), ld(scales, 3 * (size_t)g + 1), ld(scales, 3 * (size_t)g + 2)};
+    float o = ld(opacities, g);
+    dd3g::Projected p;
+    dd3g::project_gaussian(m, q, s, o, V, Kc, W, H, near_plane, far_plane, eps2d, tiles_x, tiles_y, p);
+    dvals[idx] = idx;
+    uint32_t n = 0;
+    if (p.visible) {
+        if (tight) {
+            for (int ty = p.ty0; ty < p.ty1; ++ty) {
+                int c0, c1;
+                dd3g::tight_row(p, ty, &c0, &c1);
+                n += (uint32_t)(c1 - c0);
+            }
+        } else {
+            n = (uint32_t)((p.tx1 - p.tx0) * (p.ty1 - p.ty0));
+        }
+    }
+    counts[idx] = n;
+    if (n == 0) {
+        dkeys[idx] = kDepthCulled;
+        return;
+    }
+    dkeys[idx] = __float_as_uint(p.depth);  // positive floats sort like their bit patterns
+    float cc[3];
+    dd3g::camera_centre(V, cc);
+    const T* shg = sh + (size_t)g * K * 3;
+    float rgb[3];
+    dd3g::eval_sh(K, m[0] - cc[0], m[1] - cc[1], m[2] - cc[2], [&](int i) { return ld(shg, (size_t)i); }, rgb);
+    pa[idx] = make_float4(p.x, p.y, p.opacity, p.depth);
+    pb[idx] = make_float4(p.ca, p.cb, p.cc, 0.f);
+    pc[idx] = make_float4(fmaxf(rgb[0] + 0.5f, 0.f), fmaxf(rgb[1] + 0.5f, 0.f), fmaxf(rgb[2] + 0.5f, 0.f), 0.f);
+    rects[idx] = make_ushort4((unsigned short)p.tx0, (unsigned short)p.ty0, (unsigned short)p.tx1,
+                              (unsigned short)p.ty1);
+}
+
+__global__ void k_gather_counts(uint32_t CN, const uint32_t* __restrict__ sorted_idx,
+                                const uint32_t* __restrict__ counts, long long* __restrict__ out) {
+    uint32_t k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k < CN) out[k] = counts[sorted_idx[k]];
+}
+
+// Rebuild the Projected fields that tight_row reads from what k_project stored.
+__device__ __forceinline__ dd3g::Projected load_projected(const float4* pa, const float4* pb, const ushort4* rects,
+                                                          uint32_t i) {
+    dd3g::Projected p;
+    float4 a = pa[i], b = pb[i];
+    ushort4 r = rects[i];
+    p.x = a.x; p.y = a.y; p.opacity = a.z; p.depth = a.w;
+    p.ca = b.x; p.cb = b.y; p.cc = b.z;
+    p.tx0 = r.x; p.ty0 = r.y; p.tx1 = r.z; p.ty1 = r.w;
+    p.visible = true;
+    return p;
+}
+
+__global__ void __launch_bounds__(256)
+k_emit(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight, int64_t capacity,
+       const uint32_t* __restrict__ sorted_idx, const long long* __restrict__ counts,
+       const long long* __restrict__ ends, const float4* __restrict__ pa, const float4* __restrict__ pb,
+       const ushort4* __restrict__ rects, uint32_t sentinel, uint32_t* __restrict__ ikeys,
+       uint32_t* __restrict__ ivals) {
+    uint32_t k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= CN) return;
+    long long n = counts[k];
+    if (n == 0) return;
+    long long pos = ends[k] - n, end = ends[k];
+    if (pos >= capacity) return;
+    if (end > capacity) end = capacity;
+    uint32_t idx = sorted_idx[k];
+    uint32_t base = (idx / N) * (uint32_t)tiles_per_cam;
+    dd3g::Projected p = load_projected(pa, pb, rects, idx);
+    for (int ty = p.ty0; ty < p.ty1 && pos < end; ++ty) {
+        int c0 = p.tx0, c1 = p.tx1;
+        if (tight) dd3g::tight_row(p, ty, &c0, &c1);
+        for (int tx = c0; tx < c1 && pos < end; ++tx, ++pos) {
+            ikeys[pos] = base + (uint32_t)(ty * tiles_x + tx);
+            ivals[pos] = idx;
+        }
+    }
+    // Defensive: if this recount found fewer tiles than k_project counted (it runs the same code on the same
+    // stored floats, so it should not), the hole sorts to the end instead of holding stale keys.
+    for (; pos < end; ++pos) {
+        ikeys[pos] = sentinel;
+        ivals[pos] = 0;
+    }
+}
+
+// Write the frame's intersection count into the header and pad [count, pad_end) with the sentinel key, so
+// that the fixed-size tile sort puts the unused tail last.
+__global__ void k_pad(uint32_t CN, const long long* __restrict__ ends, int64_t capacity, int64_t pad_end,
+                      uint32_t sentinel, uint32_t* __restrict__ ikeys, Header* __restrict__ hdr) {
+    long long M = CN > 0 ? ends[CN - 1] : 0;
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+        hdr->intersections = (unsigned long long)M;
+        hdr->capacity = (unsigned long long)capacity;
+    }
+    for (long long i = (M < pad_end ? M : pad_end) + blockIdx.x * (long long)blockDim.x + threadIdx.x; i < pad_end;
+         i += (long long)gridDim.x * blockDim.x)
+        ikeys[i] = sentinel;
+}
+
+__global__ void k_ranges(int64_t num, const uint32_t* __restrict__ keys, uint32_t sentinel, int2* __restrict__ ranges) {
+    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+    if (i >= num) return;
+    uint32_t key = keys[i];
+    if (key >= sentinel) return;
+    if (i == 0 || keys[i - 1] != key) ranges[key].x = (int)i;
+    if (i == num - 1 || keys[i + 1] != key) ranges[key].y = (int)(i + 1);
+}
+
+template <bool kCount>
+__global__ void __launch_bounds__(kBlock)
+k_raster(int W, int H, int tiles_x, int tiles_per_cam, const int2* __restrict__ ranges,
+         const uint32_t* __restrict__ ivals, const float4* __restrict__ pa, const float4* __restrict__ pb,
+         const float4* __restrict__ pc, const float* __restrict__ background, float* __restrict__ out_rgb,
+         float* __restrict__ out_alpha, float* __restrict__ out_depth, unsigned long long* __restrict__ evals) {
+    __shared__ float4 s_a[kBlock];
+    __shared__ float4 s_b[kBlock];
+    __shared__ float4 s_c[kBlock];
+    const int cam = blockIdx.z;
+    const int tid = threadIdx.y * kTile + threadIdx.x;
+    const int px = blockIdx.x * kTile + threadIdx.x, py = blockIdx.y * kTile + threadIdx.y;
+    const bool inside = px < W && py < H;
+    bool done = !inside;
+    const int2 range = ranges[(size_t)cam * tiles_per_cam + blockIdx.y * tiles_x + blockIdx.x];
+    const float fx = (float)px + 0.5f, fy = (float)py + 0.5f;
+    float T = 1.f, r = 0.f, g = 0.f, b = 0.f, d = 0.f;
+    uint32_t n_eval = 0;
+    for (int start = range.x; start < range.y; start += kBlock) {
+        if (__syncthreads_count(done) == kBlock) break;  // also protects the shared batch being overwritten
+        int i = start + tid;
+        if (i < range.y) {
+            uint32_t id = ivals[i];
+            s_a[tid] = pa[id];
+            s_b[tid] = pb[id];
+            s_c[tid] = pc[id];
+        }
+        __syncthreads();
+        const int n = min(kBlock, range.y - start);
+        for (int j = 0; j < n && !done; ++j) {
+            const float4 a = s_a[j];
+            const float4 cb = s_b[j];
+            const float dx = a.x - fx, dy = a.y - fy;
+            const float sigma = 0.5f * (cb.x * dx * dx + cb.z * dy * dy) + cb.y * dx * dy;
+            const float alpha = fminf(dd3g::kAlphaMax, a.z * __expf(-sigma));
+            if (kCount) ++n_eval;
+            if (sigma < 0.f || alpha < dd3g::kAlphaThreshold) continue;
+            const float next_T = T * (1.f - alpha);
+            if (next_T <= dd3g::kTransmittanceMin) {
+                done = true;
+                break;
+            }
+            const float w = alpha * T;
+            const float4 c = s_c[j];
+            r += c.x * w;
+            g += c.y * w;
+            b += c.z * w;
+            d += a.w * w;
+            T = next_T;
+        }
+    }
+    if (kCount) {
+        // one atomic per warp
+        unsigned long long v = n_eval;
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+        if ((tid & 31) == 0) atomicAdd(evals, v);
+    }
+    if (!inside) return;
+    const size_t pix = ((size_t)cam * H + py) * W + px;
+    float br = 0.f, bg = 0.f, bb = 0.f;
+    if (background) {
+        br = background[3 * cam];
+        bg = background[3 * cam + 1];
+        bb = background[3 * cam + 2];
+    }
+    out_rgb[3 * pix + 0] = r + T * br;
+    out_rgb[3 * pix + 1] = g + T * bg;
+    out_rgb[3 * pix + 2] = b + T * bb;
+    const float alpha = 1.f - T;
+    if (out_alpha) out_alpha[pix] = alpha;
+    if (out_depth) out_depth[pix] = d / fmaxf(alpha, 1e-10f);
+}
+
+unsigned blocks_for(int64_t n, int threads) { return (unsigned)((n + threads - 1) / threads); }
+
+template <typename T>
+int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster_buffers* buf, char* ws,
+                 cudaStream_t stream) {
+    Header* hdr = (Header*)(ws + P.o_header);
+    float4* pa = (float4*)(ws + P.o_pa);
+    float4* pb = (float4*)(ws + P.o_pb);
+    float4* pc = (float4*)(ws + P.o_pc);
+    ushort4* rects = (ushort4*)(ws + P.o_rect);
+    uint32_t* counts = (uint32_t*)(ws + P.o_count);
+    long long* scan_in = (long long*)(ws + P.o_scan_in);
+    long long* scan_out = (long long*)(ws + P.o_scan_out);
+    int2* ranges = (int2*)(ws + P.o_ranges);
+    void* cub_tmp = ws + P.o_cub;
+    const bool tight = (cfg->flags & DD3G_RASTER_TIGHT_TILES) != 0;
+    const bool exact = (cfg->flags & DD3G_RASTER_EXACT_COUNT) != 0;
+    const bool count = (cfg->flags & DD3G_RASTER_COUNT_EVALS) != 0;
+    const uint32_t sentinel = (uint32_t)P.tiles;
+    const int tiles_per_cam = P.tiles_x * P.tiles_y;
+    const uint32_t CN = (uint32_t)P.CN;
+
+    DD3G_CUDA(cudaMemsetAsync(hdr, 0, sizeof(Header), stream));
+    DD3G_CUDA(cudaMemsetAsync(ranges, 0, (size_t)P.tiles * sizeof(int2), stream));
+
+    const uint32_t* ivals_sorted = nullptr;
+    if (CN > 0) {
+        k_project<T><<<blocks_for(CN, 256), 256, 0, stream>>>(
+            (uint32_t)P.N, (uint32_t)P.C, (const T*)buf->means, (const T*)buf->quats, (const T*)buf->scales,
+            (const T*)buf->opacities, (const T*)buf->sh, P.K, buf->viewmats, buf->Ks, P.W, P.H, P.tiles_x,
+            P.tiles_y, cfg->near_plane, cfg->far_plane, cfg->eps2d, tight, pa, pb, pc, rects, counts,
+            (uint32_t*)(ws + P.o_dkey0), (uint32_t*)(ws + P.o_dval0));
+        DD3G_LAUNCHED("k_project");
+
+        cub::DoubleBuffer<uint32_t> dk((uint32_t*)(ws + P.o_dkey0), (uint32_t*)(ws + P.o_dkey1));
+        cub::DoubleBuffer<uint32_t> dv((uint32_t*)(ws + P.o_dval0), (uint32_t*)(ws + P.o_dval1));
+        size_t tmp = P.cub_bytes;
+        DD3G_CUDA(cub::DeviceRadixSort::SortPairs(cub_tmp, tmp, dk, dv, (int)CN, 0, 32, stream));
+        const uint32_t* sorted_idx = dv.Current();
+
+        k_gather_counts<<<blocks_for(CN, 256), 256, 0, stream>>>(CN, sorted_idx, counts, scan_in);
+        DD3G_LAUNCHED("k_gather_counts");
+        tmp = P.cub_bytes;
+        DD3G_CUDA(cub::DeviceScan::InclusiveSum(cub_tmp, tmp, scan_in, scan_out, (int)CN, stream));
+
+        // where the emitted list goes: the buffers that the tile sort starts from
+        uint32_t* ik0 = (uint32_t*)(ws + P.o_ikey0);
+        uint32_t* iv0 = (uint32_t*)(ws + P.o_ival0);
+        k_emit<<<blocks_for(CN, 256), 256, 0, stream>>>(CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam, tight,
+                                                        P.capacity, sorted_idx, scan_in, scan_out, pa, pb, rects,
+                                                        sentinel, ik0, iv0);
+        DD3G_LAUNCHED("k_emit");
+
+        // capacity mode sorts the whole fixed-size list (graph-capturable); exact mode reads the count back
+        const int64_t pad_end = exact ? 0 : P.capacity;
+        unsigned pad_grid = std::max(1u, std::min(blocks_for(pad_end, 256), 4096u));
+        k_pad<<<pad_grid, 256, 0, stream>>>(CN, scan_out, P.capacity, pad_end, sentinel, ik0, hdr);
+        DD3G_LAUNCHED("k_pad");
+        int64_t num_sort = P.capacity;
+        if (exact) {
+            long long M = 0;
+            DD3G_CUDA(cudaMemcpyAsync(&M, scan_out + (CN - 1), sizeof(M), cudaMemcpyDeviceToHost, stream));
+            DD3G_CUDA(cudaStreamSynchronize(stream));
+            if (M > P.capacity) return DD3G_ERROR_WORKSPACE_TOO_SMALL;  // the header holds the needed count
+            num_sort = M;
+        }
+
+        if (num_sort > 0) {
+            cub::DoubleBuffer<uint32_t> ik(ik0, (uint32_t*)(ws + P.o_ikey1));
+            cub::DoubleBuffer<uint32_t> iv(iv0, (uint32_t*)(ws + P.o_ival1));
+            tmp = P.cub_bytes;
+            DD3G_CUDA(cub::DeviceRadixSort::SortPairs(cub_tmp, tmp, ik, iv, (int)num_sort, 0, P.tile_bits, stream));
+            k_ranges<<<blocks_for(num_sort, 256), 256, 0, stream>>>(num_sort, ik.Current(), sentinel, ranges);
+            DD3G_LAUNCHED("k_ranges");
+            ivals_sorted = iv.Current();
+        }
+    } else {
+        k_pad<<<1, 32, 0, stream>>>(0, nullptr, P.capacity, 0, sentinel, nullptr, hdr);  // header of an empty frame
+        DD3G_LAUNCHED("k_pad");
+    }
+
+    dim3 grid(P.tiles_x, P.tiles_y, P.C), block(kTile, kTile);
+    if (count)
+        k_raster<true><<<grid, block, 0, stream>>>(P.W, P.H, P.tiles_x, tiles_per_cam, ranges, ivals_sorted, pa, pb, pc,
+                                                   buf->background, buf->rgb, buf->alpha, buf->depth,
+                                                   &hdr->evaluations);
+    else
+        k_raster<false><<<grid, block, 0, stream>>>(P.W, P.H, P.tiles_x, tiles_per_cam, ranges, ivals_sorted, pa, pb,
+                                                    pc, buf->background, buf->rgb, buf->alpha, buf->depth,
+                                                    &hdr->evaluations);
+    DD3G_LAUNCHED("k_raster");
+    return DD3G_SUCCESS;
+}
+
+bool aligned(const void* p, size_t a) { return ((uintptr_t)p % a) == 0; }
+
+}  // namespace
+
+extern "C" {
+
+int dd3g_raster_version(void) { return DD3G_RASTER_VERSION; }
+
+const char* dd3g_raster_status_string(int status) {
+    switch (status) {
+        case DD3G_SUCCESS: return "DD3G_SUCCESS";
+        case DD3G_ERROR_INVALID_VALUE: return "DD3G_ERROR_INVALID_VALUE";
+        case DD3G_ERROR_WORKSPACE_TOO_SMALL: return "DD3G_ERROR_WORKSPACE_TOO_SMALL";
+        case DD3G_ERROR_MISALIGNED: return "DD3G_ERROR_MISALIGNED";
+        case DD3G_ERROR_CUDA: return "DD3G_ERROR_CUDA";
+        case DD3G_ERROR_STRUCT_SIZE: return "DD3G_ERROR_STRUCT_SIZE";
+        default: return "DD3G_ERROR_UNKNOWN";
+    }
+}
+
+const char* dd3g_raster_last_error(void) { return g_last_error; }
+
+int dd3g_raster_workspace_size(const dd3g_raster_config* config, size_t* bytes) {
+    g_last_error[0] = '\0';
+    if (!bytes) return DD3G_ERROR_INVALID_VALUE;
+    Plan p;
+    int st = make_plan(config, &p);
+    if (st != DD3G_SUCCESS) return st;
+    *bytes = p.total;
+    return DD3G_SUCCESS;
+}
+
+int dd3g_raster_forward(const dd3g_raster_config* config, const dd3g_raster_buffers* buffers, void* workspace,
+                        size_t workspace_bytes, void* stream) {
+    g_last_error[0] = '\0';
+    int st = validate(config);
+    if (st != DD3G_SUCCESS) return st;
+    if (!buffers) return DD3G_ERROR_INVALID_VALUE;
+    if (buffers->struct_size != sizeof(dd3g_raster_buffers)) return DD3G_ERROR_STRUCT_SIZE;
+    if (!workspace || !buffers->rgb || !buffers->viewmats || !buffers->Ks) return DD3G_ERROR_INVALID_VALUE;
+    if (config->num_gaussians > 0 &&
+        (!buffers->means || !buffers->quats || !buffers->scales || !buffers->opacities || !buffers->sh))
+        return DD3G_ERROR_INVALID_VALUE;
+    if (!aligned(workspace, kAlign)) return DD3G_ERROR_MISALIGNED;
+    const size_t el = config->dtype == DD3G_FLOAT16 ? 2 : 4;
+    const void* ins[] = {buffers->means, buffers->quats, buffers->scales, buffers->opacities, buffers->sh};
+    for (const void* p : ins)
+        if (!aligned(p, el)) return DD3G_ERROR_MISALIGNED;
+    const void* fl[] = {buffers->viewmats, buffers->Ks, buffers->background, buffers->rgb, buffers->alpha,
+                        buffers->depth};
+    for (const void* p : fl)
+        if (!aligned(p, 4)) return DD3G_ERROR_MISALIGNED;
+    Plan p;
+    st = make_plan(config, &p);
+    if (st != DD3G_SUCCESS) return st;
+    if (workspace_bytes < p.total) return DD3G_ERROR_WORKSPACE_TOO_SMALL;
+    cudaStream_t s = (cudaStream_t)stream;
+    if (config->dtype == DD3G_FLOAT16) return forward_impl<__half>(config, p, buffers, (char*)workspace, s);
+    return forward_impl<float>(config, p, buffers, (char*)workspace, s);
+}
+
+int dd3g_raster_read_stats(const void* workspace, void* stream, dd3g_raster_stats* stats) {
+    g_last_error[0] = '\0';
+    if (!workspace || !stats) return DD3G_ERROR_INVALID_VALUE;
+    if (stats->struct_size != sizeof(dd3g_raster_stats)) return DD3G_ERROR_STRUCT_SIZE;
+    Header h;
+    cudaStream_t s = (cudaStream_t)stream;
+    DD3G_CUDA(cudaMemcpyAsync(&h, workspace, sizeof(h), cudaMemcpyDeviceToHost, s));
+    DD3G_CUDA(cudaStreamSynchronize(s));
+    stats->intersections = (int64_t)h.intersections;
+    stats->capacity = (int64_t)h.capacity;
+    stats->evaluations = (int64_t)h.evaluations;
+    return DD3G_SUCCESS;
+}
+
+}  // extern "C"

@@ -1,0 +1,202 @@
+// raster_math.h: the per-Gaussian arithmetic of the rasteriser, compiled for the GPU (by dd3g_raster.cu) and
+// for the CPU (by cuda/tests/host_twin.cpp), so that a CPU test can check the very code the GPU runs.
+//
+// Everything here follows gsplat 1.5.3's classic forward (ProjectionEWA3DGSFused.cu, IntersectTile.cu,
+// RasterizeToPixels3DGSFwd.cu, SphericalHarmonics): same formulas, same order of the float operations
+// where it matters for which Gaussians are culled.
+#pragma once
+
+#include <math.h>
+#include <stdint.h>
+
+#if defined(__CUDACC__)
+#define DD3G_HD __host__ __device__ __forceinline__
+#else
+#define DD3G_HD inline
+#endif
+
+namespace dd3g {
+
+constexpr int kTile = 16;                        // tile side, pixels (block = kTile * kTile threads)
+constexpr float kAlphaThreshold = 1.f / 255.f;   // skip a Gaussian at a pixel below this alpha
+constexpr float kAlphaMax = 0.999f;              // gsplat 1.5.3 clamps alpha to 0.999
+constexpr float kTransmittanceMin = 1e-4f;       // stop before T would drop to <= this
+constexpr float kExtendMax = 3.33f;              // cap of the extent, in standard deviations
+// Tight tile binning keeps every tile where sigma_min <= ln(255 o) + kSigmaMargin: the margin covers float
+// rounding of the per-pixel test, so that no pixel that the rect binning would shade is lost.
+constexpr float kSigmaMargin = 0.02f;
+
+struct Projected {
+    float x, y;          // pixel coordinates of the mean
+    float depth;         // camera z
+    float opacity;
+    float ca, cb, cc;    // conic: sigma = 0.5 * (ca dx^2 + cc dy^2) + cb dx dy
+    float r, g, b;       // colour, >= 0
+    int tx0, ty0, tx1, ty1;  // tile rect [tx0, tx1) x [ty0, ty1)
+    bool visible;
+};
+
+DD3G_HD float clampf(float v, float lo, float hi) { return fminf(fmaxf(v, lo), hi); }
+
+// 3DGS real SH basis, the sign convention of gsplat / the original 3DGS code. `sh` points at K*3 floats
+// (coefficient-major: sh[k*3 + channel]); `load(i)` returns sh element i as float.
+template <typename Load>
+DD3G_HD void eval_sh(int K, float dx, float dy, float dz, const Load& load, float out[3]) {
+    const float C0 = 0.28209479177387814f;
+    for (int ch = 0; ch < 3; ++ch) out[ch] = C0 * load(ch);
+    if (K <= 1) return;
+    float inv = 1.f / sqrtf(dx * dx + dy * dy + dz * dz);
+    float x = dx * inv, y = dy * inv, z = dz * inv;
+    const float C1 = 0.4886025119029199f;
+    float b1[3] = {-C1 * y, C1 * z, -C1 * x};
+    for (int k = 0; k < 3; ++k)
+        for (int ch = 0; ch < 3; ++ch) out[ch] += b1[k] * load((1 + k) * 3 + ch);
+    if (K <= 4) return;
+    float xx = x * x, yy = y * y, zz = z * z, xy = x * y, yz = y * z, xz = x * z;
+    float b2[5] = {1.0925484305920792f * xy, -1.0925484305920792f * yz,
+                   0.31539156525252005f * (2.f * zz - xx - yy), -1.0925484305920792f * xz,
+                   0.5462742152960396f * (xx - yy)};
+    for (int k = 0; k < 5; ++k)
+        for (int ch = 0; ch < 3; ++ch) out[ch] += b2[k] * load((4 + k) * 3 + ch);
+    if (K <= 9) return;
+    float b3[7] = {-0.5900435899266435f * y * (3.f * xx - yy),
+                   2.890611442640554f * xy * z,
+                   -0.4570457994644658f * y * (4.f * zz - xx - yy),
+                   0.3731763325901154f * z * (2.f * zz - 3.f * xx - 3.f * yy),
+                   -0.4570457994644658f * x * (4.f * zz - xx - yy),
+                   1.445305721320277f * z * (xx - yy),
+                   -0.5900435899266435f * x * (xx - 3.f * yy)};
+    for (int k = 0; k < 7; ++k)
+        for (int ch = 0; ch < 3; ++ch) out[ch] += b3[k] * load((9 + k) * 3 + ch);
+}
+
+// Project one Gaussian into one camera. `V` is the row-major 4x4 world-to-camera matrix, `Kc` the row-major
+// 3x3 intrinsics. Inputs are already converted to float. Returns p.visible = false for a culled Gaussian
+// (behind the near plane, beyond far, degenerate 2D covariance, too transparent, off-screen).
+DD3G_HD void project_gaussian(const float m[3], const float q_in[4], const float s[3], float opacity,
+                              const float* V, const float* Kc, int width, int height, float near_plane,
+                              float far_plane, float eps2d, int tiles_x, int tiles_y, Projected& p) {
+    p.visible = false;
+    float xc = V[0] * m[0] + V[1] * m[1] + V[2] * m[2] + V[3];
+    float yc = V[4] * m[0] + V[5] * m[1] + V[6] * m[2] + V[7];
+    float zc = V[8] * m[0] + V[9] * m[1] + V[10] * m[2] + V[11];
+    if (!(zc >= near_plane && zc <= far_plane)) return;  // also culls NaN
+
+    // rotation of the (normalised) quaternion; M = R * diag(s); covariance = M M^T
+    float qw = q_in[0], qx = q_in[1], qy = q_in[2], qz = q_in[3];
+    float inv_norm = 1.f / sqrtf(qx * qx + qy * qy + qz * qz + qw * qw);
+    qw *= inv_norm; qx *= inv_norm; qy *= inv_norm; qz *= inv_norm;
+    float x2 = qx * qx, y2 = qy * qy, z2 = qz * qz;
+    float xy = qx * qy, xz = qx * qz, yz = qy * qz, wx = qw * qx, wy = qw * qy, wz = qw * qz;
+    float R[9] = {1.f - 2.f * (y2 + z2), 2.f * (xy - wz), 2.f * (xz + wy),
+                  2.f * (xy + wz), 1.f - 2.f * (x2 + z2), 2.f * (yz - wx),
+                  2.f * (xz - wy), 2.f * (yz + wx), 1.f - 2.f * (x2 + y2)};
+    float M[9];
+    for (int r = 0; r < 3; ++r)
+        for (int c = 0; c < 3; ++c) M[r * 3 + c] = R[r * 3 + c] * s[c];
+    // world-space covariance (symmetric): S = M M^T
+    float S[9];
+    for (int r = 0; r < 3; ++r)
+        for (int c = 0; c < 3; ++c)
+            S[r * 3 + c] = M[r * 3 + 0] * M[c * 3 + 0] + M[r * 3 + 1] * M[c * 3 + 1] + M[r * 3 + 2] * M[c * 3 + 2];
+    // camera-space covariance: W S W^T with W the rotation rows of V
+    float WS[9];
+    for (int r = 0; r < 3; ++r)
+        for (int c = 0; c < 3; ++c)
+            WS[r * 3 + c] = V[r * 4 + 0] * S[0 * 3 + c] + V[r * 4 + 1] * S[1 * 3 + c] + V[r * 4 + 2] * S[2 * 3 + c];
+    float Sc[9];
+    for (int r = 0; r < 3; ++r)
+        for (int c = 0; c < 3; ++c)
+            Sc[r * 3 + c] = WS[r * 3 + 0] * V[c * 4 + 0] + WS[r * 3 + 1] * V[c * 4 + 1] + WS[r * 3 + 2] * V[c * 4 + 2];
+
+    // perspective Jacobian with gsplat's clamping of x/z, y/z to 1.3x the field of view
+    float fx = Kc[0], fy = Kc[4], cx = Kc[2], cy = Kc[5];
+    float tan_fovx = 0.5f * width / fx, tan_fovy = 0.5f * height / fy;
+    float lim_x_pos = (width - cx) / fx + 0.3f * tan_fovx;
+    float lim_x_neg = cx / fx + 0.3f * tan_fovx;
+    float lim_y_pos = (height - cy) / fy + 0.3f * tan_fovy;
+    float lim_y_neg = cy / fy + 0.3f * tan_fovy;
+    float rz = 1.f / zc, rz2 = rz * rz;
+    float tx = zc * fminf(lim_x_pos, fmaxf(-lim_x_neg, xc * rz));
+    float ty = zc * fminf(lim_y_pos, fmaxf(-lim_y_neg, yc * rz));
+    float j00 = fx * rz, j02 = -fx * tx * rz2, j11 = fy * rz, j12 = -fy * ty * rz2;
+    float c00 = j00 * (j00 * Sc[0] + j02 * Sc[6]) + j02 * (j00 * Sc[2] + j02 * Sc[8]);
+    float c01 = j00 * (j11 * Sc[1] + j12 * Sc[2]) + j02 * (j11 * Sc[7] + j12 * Sc[8]);
+    float c11 = j11 * (j11 * Sc[4] + j12 * Sc[5]) + j12 * (j11 * Sc[7] + j12 * Sc[8]);
+    float mx = fx * xc * rz + cx, my = fy * yc * rz + cy;
+
+    // low-pass filter, then invert
+    c00 += eps2d;
+    c11 += eps2d;
+    float det = c00 * c11 - c01 * c01;
+    if (!(det > 0.f)) return;
+    float inv_det = 1.f / det;
+
+    // opacity-aware extent (gsplat 1.5.3): pixels farther out have alpha < 1/255
+    if (!(opacity >= kAlphaThreshold)) return;
+    float extend = fminf(kExtendMax, sqrtf(2.f * logf(opacity / kAlphaThreshold)));
+    float rad_x = ceilf(extend * sqrtf(c00));
+    float rad_y = ceilf(extend * sqrtf(c11));
+    if (rad_x <= 0.f && rad_y <= 0.f) return;
+    if (mx + rad_x <= 0.f || mx - rad_x >= (float)width || my + rad_y <= 0.f || my - rad_y >= (float)height) return;
+
+    float tile_x = mx / (float)kTile, tile_y = my / (float)kTile;
+    float trx = rad_x / (float)kTile, try_ = rad_y / (float)kTile;
+    p.tx0 = (int)clampf(floorf(tile_x - trx), 0.f, (float)tiles_x);
+    p.ty0 = (int)clampf(floorf(tile_y - try_), 0.f, (float)tiles_y);
+    p.tx1 = (int)clampf(ceilf(tile_x + trx), 0.f, (float)tiles_x);
+    p.ty1 = (int)clampf(ceilf(tile_y + try_), 0.f, (float)tiles_y);
+    if (p.tx1 <= p.tx0 || p.ty1 <= p.ty0) return;
+
+    p.x = mx;
+    p.y = my;
+    p.depth = zc;
+    p.opacity = opacity;
+    p.ca = c11 * inv_det;
+    p.cb = -c01 * inv_det;
+    p.cc = c00 * inv_det;
+    p.visible = true;
+}
+
+// Camera centre in world space of a row-major world-to-camera matrix: -R^T t.
+DD3G_HD void camera_centre(const float* V, float c[3]) {
+    for (int i = 0; i < 3; ++i) c[i] = -(V[0 + i] * V[3] + V[4 + i] * V[7] + V[8 + i] * V[11]);
+}
+
+// Tight binning: the columns [*c0, *c1) of tile row `ty` that the region sigma <= ln(255 o) + margin of this
+// Gaussian touches, inside its rect. The region is an ellipse; within the horizontal strip of the row
+// (pixel edges ty*16 .. ty*16+16, a superset of the pixel centres) its x-extent comes from the ellipse's
+// x-extreme points, so the cost is O(rows), not O(tiles).
+DD3G_HD void tight_row(const Projected& p, int ty, int* c0, int* c1) {
+    *c0 = p.tx0;
+    *c1 = p.tx0;
+    float lg = logf(p.opacity / kAlphaThreshold);
+    float r2 = 2.f * (lg + kSigmaMargin);  // q(d) = ca dx^2 + 2 cb dx dy + cc dy^2 <= r2
+    if (!(r2 > 0.f)) return;
+    float a = p.ca, b = p.cb, c = p.cc;
+    float det = a * c - b * b;
+    if (!(det > 0.f) || !(a > 0.f) || !(c > 0.f)) {  // degenerate after rounding: keep the whole rect row
+        *c1 = p.tx1;
+        return;
+    }
+    float lo = (float)(ty * kTile) - p.y, hi = (float)(ty * kTile + kTile) - p.y;
+    float hy = sqrtf(r2 * a / det) * 1.0001f + 1e-3f;  // half height of the ellipse (slightly widened)
+    lo = fmaxf(lo, -hy);
+    hi = fminf(hi, hy);
+    if (lo > hi) return;
+    float r = sqrtf(r2);
+    float dy_ext = r * b / sqrtf(c * det);  // dy of the leftmost point (the rightmost is at -dy_ext)
+    float dyr = clampf(-dy_ext, lo, hi), dyl = clampf(dy_ext, lo, hi);
+    float xr = (-b * dyr + sqrtf(fmaxf(0.f, a * r2 - det * dyr * dyr))) / a;
+    float xl = (-b * dyl - sqrtf(fmaxf(0.f, a * r2 - det * dyl * dyl))) / a;
+    float pad = 1e-3f * (1.f + fabsf(xr) + fabsf(xl));  // rounding slack, in pixels
+    float x_lo = p.x + xl - pad, x_hi = p.x + xr + pad;
+    int t0 = (int)clampf(floorf(x_lo / (float)kTile), (float)p.tx0, (float)p.tx1);
+    int t1 = (int)clampf(floorf(x_hi / (float)kTile) + 1.f, (float)p.tx0, (float)p.tx1);
+    if (t1 > t0) {
+        *c0 = t0;
+        *c1 = t1;
+    }
+}
+
+}  // namespace dd3g

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# One call on a CUDA host (see cuda/README.md): load or build libdd3g_raster, run the GPU tests, the benchmark
+# and the TensorRT-RTX engine build check, leaving logs and the results JSON in $OUT (or ./gpu-out).
+#   . .gpu/install.sh && bash cuda/tests/gpu_host_run.sh
+#   STEPS="profile trt" TRT_MODES="network identity-network" bash cuda/tests/gpu_host_run.sh   # a subset
+# Each step has its own time limit, so that one hang does not cost the others.
+set -u
+STEPS=${STEPS:-tests bench trt}
+TRT_MODES=${TRT_MODES:-fp32 fp16 torch network}
+has() { [[ " $STEPS " == *" $1 "* ]]; }
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD/sdk:$PWD/export:$PWD/distill${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+summary() { echo "== $*" | tee -a "$OUT/summary.txt"; }
+
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee "$OUT/summary.txt"
+
+# 1. the library: the one carried in build/ (compiled elsewhere for sm_90), else build it here
+export DD3G_RASTER_LIB=$PWD/build/libdd3g_raster.so
+if ! python3 -c "from dd3g_sdk.render import cuda as rc; rc.load_library()" 2>/dev/null; then
+  summary "carried library missing or not loadable: building"
+  cmake -S . -B build -G Ninja -DCMAKE_CUDA_ARCHITECTURES=90 >"$OUT/build.log" 2>&1 &&
+    cmake --build build -j16 >>"$OUT/build.log" 2>&1 || summary "BUILD FAILED"
+fi
+python3 -c "from dd3g_sdk.render import cuda as rc; l=rc.load_library(); print('library', l.path, l.version)" \
+  2>&1 | tee -a "$OUT/summary.txt"
+
+# 2. GPU correctness tests
+has tests && timeout 150 python3 -m pytest tests/cuda/test_raster_gpu.py -q -rA -p no:cacheprovider >"$OUT/gpu_tests.log" 2>&1
+has tests && summary "gpu tests rc=$? : $(tail -1 "$OUT/gpu_tests.log")"
+
+# 3. benchmark (and/or the per-kernel profile)
+if has bench; then
+  timeout 200 python3 benchmarks/bench_rasterizer.py --out "$OUT/rasterizer_gpu.json" >"$OUT/bench.log" 2>&1
+  summary "bench rc=$?"
+fi
+if has profile; then
+  timeout 120 python3 benchmarks/bench_rasterizer.py --profile >"$OUT/profile.log" 2>&1
+  summary "profile rc=$?"
+fi
+
+# 3b. library variants (build/*/libdd3g_raster.so, e.g. compiled with -DDD3G_RASTER_UNROLL=4) on a few configs
+if has variants; then
+  for lib in build/libdd3g_raster.so build/*/libdd3g_raster.so; do
+    [[ -f "$lib" ]] || continue
+    echo "== variant $lib" >>"$OUT/variants.log"
+    DD3G_RASTER_LIB=$PWD/$lib timeout 90 python3 benchmarks/bench_rasterizer.py --no-gsplat --iters 30 \
+      --configs "${VARIANT_CONFIGS:-16384x512x1,65536x512x1,1000000x512x1,200000x1024x8,1000000x1024x8}" \
+      >>"$OUT/variants.log" 2>&1
+    summary "variant $lib rc=$?"
+  done
+fi
+
+# 4. TensorRT-RTX: an engine containing dd3g::GaussianRasterize builds (ahead of time for sm_89 / sm_120)
+has trt && for mode in $TRT_MODES; do
+  DD3G_PLUGIN_TRACE=1 timeout 45 python3 -X faulthandler cuda/tests/trt_build_check.py $mode >>"$OUT/trt_check.log" 2>&1
+  summary "trt check $mode rc=$? : $(grep -o '"built": [a-z]*' "$OUT/trt_check.log" | tail -1)"
+done
+[[ -f "$OUT/bench.log" ]] && tail -25 "$OUT/bench.log"
+[[ -f "$OUT/profile.log" ]] && cat "$OUT/profile.log"
+[[ -f "$OUT/variants.log" ]] && grep -E "^== variant|^ +[0-9]+ +[0-9]+ +[0-9]+ \|" "$OUT/variants.log"
+[[ -f "$OUT/trt_check.log" ]] && grep -E "REPORT|ERROR|Error|\[dd3g plugin\]|terminate|Aborted" "$OUT/trt_check.log" | tail -40
+cat "$OUT/summary.txt"

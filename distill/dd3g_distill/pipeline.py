@@ -1,0 +1,288 @@
+"""One GPU step of DD3G distillation, within a deadline: quadruples -> the four ablation models trained
+concurrently on one GPU with the same step budget -> evaluation -> pictures -> the default model.
+
+    . .gpu/install.sh && export PYTHONPATH=$PWD/sdk:$PWD/export:$PWD/distill:$PYTHONPATH && \\
+        python -m dd3g_distill.pipeline --config configs/distill_small.json --out $OUT --deadline 540
+
+    # CPU smoke run (minutes): the tiny config, a random tiny teacher written first
+    python -m dd3g_distill.pipeline --config configs/distill_tiny.json --out /tmp/out --work /tmp/work \\
+        --deadline 600 --random-teacher
+
+Models (same data, same number of steps, same batch; trained at the same time as four processes):
+    full     explicit supervision + implicit verification, Phase 1 from the teacher (representation alignment)
+    no_iv    without implicit verification
+    no_ra    without representation alignment (Phase 1 from scratch)
+    gt_only  "3D data only": explicit supervision against ground-truth renders, no teacher anywhere
+Steps: a short concurrent calibration run measures the slowest model's step time; the real runs get
+steps = training time left / that step time (and a wall-clock cap as a safety net, reported if it hits).
+
+$OUT receives: distill_results.tar (results JSON, ablation table, pictures, metrics logs, TensorBoard events,
+the example pictures, pipeline log) and the chosen default model (fp16) split in parts below 16 MiB
+(pepd-small.safetensors.partNN + pepd-small.config.json + pepd-small.sha256): join with `cat`.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+ABLATIONS: dict[str, list[str]] = {
+    "full": [],
+    "no_iv": ["loss.implicit=false"],
+    "no_ra": ["train.init_from_teacher=false"],
+    "gt_only": ["train.target=gt", "loss.implicit=false", "train.init_from_teacher=false"],
+}
+PART_BYTES = 15 * 1024 * 1024
+
+
+class Clock:
+    def __init__(self, deadline: float):
+        self.t0 = time.perf_counter()
+        self.deadline = deadline
+        self.events: list[tuple[str, float]] = []
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+    def left(self) -> float:
+        return self.deadline - self.elapsed()
+
+    def mark(self, name: str) -> None:
+        self.events.append((name, round(self.elapsed(), 1)))
+        print(f"[{self.elapsed():7.1f} s] {name}", flush=True)
+
+
+def launch(name: str, config: Path, overrides: Sequence[str], log: Path, extra: Sequence[str] = ()) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "dd3g_distill.cli", "distill", "--config", str(config), "--stage", "train",
+           "--no-progress", *extra]
+    for o in overrides:
+        cmd += ["--set", o]
+    f = open(log, "w")
+    return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def wait_all(procs: dict[str, subprocess.Popen], timeout: float) -> dict[str, int]:
+    t0 = time.perf_counter()
+    rc = {}
+    for name, p in procs.items():
+        try:
+            rc[name] = p.wait(timeout=max(1.0, timeout - (time.perf_counter() - t0)))
+        except subprocess.TimeoutExpired:
+            p.terminate()  # SIGTERM: the run checkpoints and leaves
+            try:
+                rc[name] = p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                rc[name] = -9
+    return rc
+
+
+def split_file(path: Path, out: Path, stem: str) -> list[str]:
+    data = path.read_bytes()
+    names = []
+    for i in range(0, len(data), PART_BYTES):
+        n = f"{stem}.part{i // PART_BYTES:02d}"
+        (out / n).write_bytes(data[i:i + PART_BYTES])
+        names.append(n)
+    (out / f"{stem}.sha256").write_text(hashlib.sha256(data).hexdigest() + "\n")
+    return names
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m dd3g_distill.pipeline", description=__doc__.split("\n")[0])
+    ap.add_argument("--config", type=Path, required=True)
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--out", type=Path, required=True, help="results folder ($OUT on the GPU host)")
+    ap.add_argument("--work", type=Path, default=Path("runs/pipeline"), help="scratch folder (quadruples, runs)")
+    ap.add_argument("--deadline", type=float, default=540.0, help="seconds for the whole pipeline")
+    ap.add_argument("--quad-seconds", type=float, default=100.0, help="time box of quadruple generation")
+    ap.add_argument("--eval-reserve", type=float, default=110.0, help="seconds kept for evaluation and export")
+    ap.add_argument("--calib-steps", type=int, default=16)
+    ap.add_argument("--min-steps", type=int, default=50)
+    ap.add_argument("--max-steps", type=int, default=None, help="upper bound of the step budget")
+    ap.add_argument("--models", default=",".join(ABLATIONS), help="comma-separated subset of the ablations")
+    ap.add_argument("--random-teacher", action="store_true", help="CPU smoke test: a random teacher of the config")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from dd3g_sdk.config import to_dict
+
+    from .evaluate import EvalSet, evaluate_model, format_table, turntable_picture
+    from .quadruples import finish_prefix, generate_quadruples
+    from .train import load_distill_config, load_teacher, model_config, pick_device, read_metrics
+
+    clock = Clock(args.deadline)
+    out, work = args.out, args.work
+    out.mkdir(parents=True, exist_ok=True)
+    res_dir = work / "results"
+    for d in (work, res_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    cfg = load_distill_config(args.config, args.set)
+    dev = pick_device()
+    log: dict = {"device": str(dev), "torch": torch.__version__, "config": str(args.config)}
+    if dev.type == "cuda":
+        log.update(gpu=torch.cuda.get_device_name(dev), cuda=torch.version.cuda)
+    teacher_dir = Path(cfg.teacher)
+    if args.random_teacher:
+        from .teacher import DiffusersMVTeacher
+
+        teacher_dir = work / "teacher"
+        DiffusersMVTeacher.from_unet_config(model_config(cfg).unet, seed=0).save_pretrained(teacher_dir, dtype=None)
+    teacher = load_teacher(teacher_dir, dev)
+    data_dir = work / "quadruples"
+    clock.mark("teacher loaded")
+
+    # 1) quadruples, time-boxed; the finished prefix becomes the data set
+    q = generate_quadruples(cfg.quadruples, data_dir, teacher, dev, max_seconds=args.quad_seconds, progress=False)
+    qcfg, manifest = finish_prefix(data_dir, cfg.quadruples, teacher)
+    if manifest is None:
+        raise SystemExit("pipeline: no quadruple shard finished within --quad-seconds")
+    log["quadruples"] = {"objects": qcfg.num_objects, "seconds": round(q["seconds"], 1),
+                         "objects_per_s": round(len(q["done"]) * qcfg.shard_size / max(q["seconds"], 1e-9), 2),
+                         "config": to_dict(qcfg)}
+    clock.mark(f"quadruples: {qcfg.num_objects} objects in {q['seconds']:.0f} s")
+
+    models = [m for m in args.models.split(",") if m]
+    base = [f"teacher={teacher_dir}", f"data={data_dir}", f"quadruples.num_objects={qcfg.num_objects}"]
+
+    # 2) calibration: all models at once for a few steps, to size the step budget
+    procs = {m: launch(m, args.config, args.set + base + ABLATIONS[m] + [
+        f"out={work / 'calib' / m}", "train.steps=1000000", "train.log_every=1", "train.checkpoint_every_s=0",
+        "train.tensorboard=false"], work / f"calib_{m}.log", ["--stop-after", str(args.calib_steps)])
+        for m in models}
+    rc = wait_all(procs, max(60.0, clock.left() - args.eval_reserve))
+    step_s = {}
+    for m in models:
+        rows = read_metrics(work / "calib" / m)
+        tail = [r["step_s"] for r in rows[len(rows) // 2:]]
+        if rc[m] != 0 or not tail:
+            print((work / f"calib_{m}.log").read_text()[-3000:])
+            raise SystemExit(f"pipeline: calibration of {m} failed (rc {rc[m]})")
+        step_s[m] = statistics.median(tail)
+    slowest = max(step_s.values())
+    train_time = clock.left() - args.eval_reserve - 25.0  # 25 s: process start-up and data loading
+    steps = max(args.min_steps, int(train_time / (slowest * 1.08)))
+    if args.max_steps:
+        steps = min(steps, args.max_steps)
+    log["calibration"] = {"step_s": step_s, "slowest": slowest, "train_time_s": round(train_time, 1), "steps": steps}
+    clock.mark(f"calibration: step times {step_s}; {steps} steps each in {train_time:.0f} s")
+
+    # 3) the real runs: same steps, same batch, same data; a wall-clock cap as a safety net
+    cap = max(30.0, train_time * 1.15)
+    t_train = time.perf_counter()
+    procs = {m: launch(m, args.config, args.set + base + ABLATIONS[m] + [
+        f"out={work / 'runs' / m}", f"train.steps={steps}", f"train.max_time_s={cap:.0f}"],
+        work / f"train_{m}.log") for m in models}
+    rc = wait_all(procs, clock.left() - args.eval_reserve + 20.0)
+    runs = {}
+    for m in models:
+        run = work / "runs" / m
+        summ = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+        runs[m] = {"rc": rc[m], "steps_done": summ.get("step"), "finished": summ.get("finished"),
+                   "trained_s": summ.get("trained_s"), "last": summ.get("last"), "init": summ.get("init")}
+        if not summ:
+            print((work / f"train_{m}.log").read_text()[-3000:])
+    log["training"] = {"wall_s": round(time.perf_counter() - t_train, 1), "steps": steps, "runs": runs}
+    clock.mark(f"training done: {json.dumps({m: (r['steps_done'], r['finished']) for m, r in runs.items()})}")
+
+    # 4) evaluation on held-out objects, the same set for every model
+    from dd3g_sdk.model import PEPD
+
+    from .evaluate import resolve_checkpoint
+
+    mcfg = model_config(cfg)
+    es = EvalSet(cfg.eval, mcfg.views, mcfg.image_size, (mcfg.num_views, 3, mcfg.noise_size, mcfg.noise_size),
+                 teacher if cfg.eval.teacher_gap else None, dev, progress=False)
+    clock.mark(f"evaluation set: {len(es.indices)} objects in {es.seconds:.0f} s")
+    results = {}
+    for m in models:
+        try:
+            ck = resolve_checkpoint(work / "runs" / m)
+        except Exception as e:  # noqa: BLE001 - a failed run is reported, not fatal
+            print(f"pipeline: no checkpoint for {m}: {e}")
+            continue
+        model = PEPD.from_pretrained(ck)
+        r = evaluate_model(model, es)
+        r["checkpoint"] = str(ck)
+        r["training"] = runs[m]
+        r["metrics_log"] = read_metrics(work / "runs" / m)
+        results[m] = r
+        (res_dir / f"distill_eval_{m}.json").write_text(json.dumps(r, indent=2) + "\n")
+        turntable_picture(model, cfg.eval.split, es.indices[:cfg.eval.picture_objects], res_dir / f"distill_{m}.png",
+                          cfg.eval.seed_offset, device=dev)
+        del model
+    table = format_table(results)
+    clock.mark("evaluation done")
+
+    # 5) the default: the best by novel-view PSNR (IoU breaks ties)
+    best = max(results, key=lambda m: (round(results[m]["metrics"]["novel_psnr"], 2), results[m]["metrics"]["novel_iou"]))
+    model = PEPD.from_pretrained(resolve_checkpoint(work / "runs" / best))
+    default_dir = work / "pepd-small"
+    model.half().save_pretrained(default_dir)
+    model = PEPD.from_pretrained(default_dir).to(dev)  # what the SDK will load: fp16 weights, fp32 compute
+    fp16_eval = evaluate_model(model, es)
+    # examples: the bundled hand-drawn RGBA image and a test-split object rendered by the world
+    examples = Path("examples")
+    pics = {}
+    try:
+        from dd3g_sdk.preprocess import PreprocessConfig, load_image
+
+        from .data.world import write_input_folder
+
+        ex_dir = work / "examples"
+        k = cfg.eval.first_index + cfg.eval.num_objects + 36  # a test object outside the evaluated ones
+        p = write_input_folder("test", 1, ex_dir, size=256, start=k, supersample=2, batch=1, device=dev,
+                               view_set=mcfg.views, progress=False)[0]
+        shutil.copy(p, res_dir / "procworld_test.png")
+        turntable_picture(model, "test", [k], res_dir / "default_procworld_test.png", cfg.eval.seed_offset, device=dev)
+        pics["procworld_test"] = {"object": k, "seed": cfg.eval.seed_offset + k}
+        robot = examples / "toy_robot.png"
+        if robot.is_file():
+            img = load_image(robot, PreprocessConfig(size=mcfg.image_size))
+            turntable_picture(model, "test", [0], res_dir / "default_toy_robot.png", 0, device=dev, images=[img])
+            pics["toy_robot"] = {"seed": 0}
+    except Exception as e:  # noqa: BLE001 - pictures must not lose the numbers
+        print(f"pipeline: example pictures failed: {type(e).__name__}: {e}")
+    parts = split_file(default_dir / "model.safetensors", out, "pepd-small.safetensors")
+    shutil.copy(default_dir / "config.json", out / "pepd-small.config.json")
+    clock.mark(f"default = {best}; fp16 parts {parts}")
+
+    summary = {"environment": results[best]["environment"] if results else log, "pipeline": log,
+               "table_markdown": table, "best": best, "default_fp16_eval": fp16_eval["metrics"],
+               "default_fp16_inference": fp16_eval["inference"], "examples": pics,
+               "models": {m: {"metrics": r["metrics"], "inference": r["inference"], "training": r["training"]}
+                          for m, r in results.items()},
+               "ablations": ABLATIONS, "timeline": clock.events}
+    (res_dir / "distill_ablation.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (res_dir / "pipeline_log.json").write_text(json.dumps(log, indent=2) + "\n")
+    with tarfile.open(out / "distill_results.tar", "w") as tar:
+        tar.add(res_dir, arcname="results")
+        for m in models:
+            for name in ("metrics.jsonl", "summary.json", "config.json"):
+                p = work / "runs" / m / name
+                if p.is_file():
+                    tar.add(p, arcname=f"runs/{m}/{name}")
+            if (work / "runs" / m / "tb").is_dir():
+                tar.add(work / "runs" / m / "tb", arcname=f"runs/{m}/tb")
+            for phase in ("calib", "train"):
+                lp = work / f"{phase}_{m}.log"
+                if lp.is_file():
+                    tar.add(lp, arcname=f"logs/{phase}_{m}.log")
+    clock.mark("written")
+    print(table)
+    print(f"best: {best}  (fp16 default: novel PSNR {fp16_eval['metrics']['novel_psnr']:.2f})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

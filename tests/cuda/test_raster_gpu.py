@@ -1,0 +1,257 @@
+"""GPU correctness of the CUDA rasteriser against the torch reference and gsplat 1.5.3 (`rasterization`, classic).
+
+Needs a CUDA GPU and the built library (build/libdd3g_raster.so, or DD3G_RASTER_LIB); gsplat for the gsplat
+comparisons. Outputs are poisoned with NaN before every call and every C status is checked (the binding raises).
+Run on a GPU host:  python -m pytest tests/cuda/test_raster_gpu.py -q
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from _scenes import cameras, random_scene
+
+pytestmark = pytest.mark.gpu
+
+TOL = 1e-3  # mean absolute difference allowed for rgb and alpha (issue #9)
+
+
+@pytest.fixture(scope="module")
+def torch():
+    import torch
+
+    return torch
+
+
+@pytest.fixture(scope="module")
+def lib():
+    from dd3g_sdk.render import cuda as rc
+
+    if not rc.is_available():
+        pytest.skip("libdd3g_raster not built")
+    return rc.load_library()
+
+
+def to_dev(torch, scene: dict, dtype=None) -> dict:
+    dt = dtype or torch.float32
+    return {k: torch.from_numpy(v).cuda().to(dt) for k, v in scene.items()}
+
+
+def ours(torch, lib, g: dict, vm, Ks, W, H, background=None, options=None, capacity=0):
+    """One low-level call with NaN-poisoned outputs; returns (rgb, alpha, depth, stats)."""
+    from dd3g_sdk.render import cuda as rc
+
+    opts = options or rc.RasterOptions()
+    N, K, C = g["means"].shape[0], g["sh"].shape[1], vm.shape[0]
+    dtype = "float16" if g["means"].dtype == torch.float16 else "float32"
+    cap = capacity or max(65536, 64 * N * C)
+    cfg = lib.make_config(N, C, W, H, K, dtype, cap, opts)
+    ws = torch.empty(lib.workspace_size(cfg), dtype=torch.uint8, device="cuda")
+    rgb = torch.full((C, H, W, 3), float("nan"), device="cuda")
+    alpha = torch.full((C, H, W), float("nan"), device="cuda")
+    depth = torch.full((C, H, W), float("nan"), device="cuda")
+    bg = None if background is None else torch.as_tensor(background, dtype=torch.float32, device="cuda").expand(C, 3).contiguous()
+    lib.forward(cfg, means=g["means"], quats=g["quats"], scales=g["scales"], opacities=g["opacities"], sh=g["sh"],
+                viewmats=vm, Ks=Ks, background=bg, rgb=rgb, alpha=alpha, depth=depth, workspace=ws,
+                workspace_bytes=ws.numel(), stream=torch.cuda.current_stream())
+    stats = lib.read_stats(ws, torch.cuda.current_stream())
+    torch.cuda.synchronize()
+    for name, t in (("rgb", rgb), ("alpha", alpha), ("depth", depth)):
+        assert not torch.isnan(t).any(), f"{name}: unwritten (NaN poison left) or NaN output"
+    assert stats.intersections <= stats.capacity, stats
+    return rgb, alpha[..., None], depth[..., None], stats
+
+
+def reference(torch, g, vm, Ks, W, H, background=None):
+    from dd3g_sdk.render.reference import rasterize
+
+    f = {k: v.float() for k, v in g.items()}
+    bg = None if background is None else torch.as_tensor(background, dtype=torch.float32, device="cuda")
+    with torch.no_grad():
+        return rasterize(f["means"], f["quats"], f["scales"], f["opacities"], f["sh"], vm, Ks, W, H, background=bg)
+
+
+def gsplat_render(torch, g, vm, Ks, W, H, background=None):
+    gsplat = pytest.importorskip("gsplat")
+    K = g["sh"].shape[1]
+    C = vm.shape[0]
+    with torch.no_grad():
+        # gsplat 1.5.3 asserts on `backgrounds` with render_mode RGB+ED (it appends a depth channel to them and
+        # then checks the old shape), so composite the background here: rgb + (1 - alpha) * bg, as it would.
+        out, alpha, _ = gsplat.rasterization(g["means"], g["quats"], g["scales"], g["opacities"], g["sh"], vm, Ks, W, H,
+                                             sh_degree=int(math.isqrt(K)) - 1, render_mode="RGB+ED",
+                                             rasterize_mode="classic")
+    rgb = out[..., :3]
+    if background is not None:
+        bg = torch.as_tensor(background, dtype=torch.float32, device="cuda").expand(C, 3)
+        rgb = rgb + (1.0 - alpha) * bg[:, None, None, :]
+    return rgb, alpha, out[..., 3:4]
+
+
+def surface_scene(n: int, seed: int) -> dict:
+    """An object-like scene: flat Gaussians on the surface of a rounded cube, oriented along the normal."""
+    rng = np.random.default_rng(seed)
+    p = rng.normal(size=(n, 3))
+    p = p / (np.abs(p).max(1, keepdims=True) + 1e-9) * 0.5  # on the cube [-0.5, 0.5]^3 ...
+    p = 0.7 * p + 0.3 * p / np.linalg.norm(p, axis=1, keepdims=True) * 0.6  # ... rounded
+    nrm = p / np.linalg.norm(p, axis=1, keepdims=True)
+    # quaternion rotating z onto the normal
+    z = np.array([0, 0, 1.0])
+    axis = np.cross(z, nrm)
+    s = np.linalg.norm(axis, axis=1, keepdims=True)
+    ang = np.arctan2(s[:, 0], nrm @ z)
+    axis = axis / np.maximum(s, 1e-9)
+    q = np.concatenate([np.cos(ang / 2)[:, None], axis * np.sin(ang / 2)[:, None]], 1)
+    spacing = math.sqrt(6.0 / n)
+    scales = np.stack([spacing * rng.uniform(0.6, 1.2, n), spacing * rng.uniform(0.6, 1.2, n),
+                       np.full(n, spacing * 0.05)], 1)
+    k = 4
+    sh = rng.normal(scale=0.15, size=(n, k, 3))
+    sh[:, 0] = (0.5 + 0.4 * np.sin(6 * p)) / 0.28209479177387814 - 0.5 / 0.28209479177387814
+    f = np.float32
+    return {"means": p.astype(f), "quats": q.astype(f), "scales": scales.astype(f),
+            "opacities": rng.uniform(0.6, 1.0, n).astype(f), "sh": sh.astype(f)}
+
+
+def mean_abs(a, b) -> float:
+    return float((a - b).abs().mean())
+
+
+def psnr(a, b) -> float:
+    mse = float(((a - b) ** 2).mean())
+    return 99.0 if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+SCENES = {
+    "random_sh3": lambda: random_scene(3000, 16, seed=11),
+    "random_sh0": lambda: random_scene(3000, 1, seed=12),
+    "surface_sh1": lambda: surface_scene(20000, seed=13),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCENES))
+def test_matches_reference_and_gsplat(torch, lib, name):
+    W, H = 200, 136
+    g = to_dev(torch, SCENES[name]())
+    vm, Ks = (torch.from_numpy(x).cuda() for x in cameras(3, W, H))
+    bg = (1.0, 1.0, 1.0)
+    rgb, alpha, depth, stats = ours(torch, lib, g, vm, Ks, W, H, background=bg)
+    assert stats.intersections > 0
+    r_rgb, r_alpha, r_depth = reference(torch, g, vm, Ks, W, H, background=bg)
+    assert mean_abs(rgb, r_rgb) <= TOL and mean_abs(alpha, r_alpha) <= TOL
+    s_rgb, s_alpha, s_depth = gsplat_render(torch, g, vm, Ks, W, H, background=bg)
+    assert mean_abs(rgb, s_rgb) <= TOL and mean_abs(alpha, s_alpha) <= TOL
+    solid = (s_alpha > 0.5)
+    assert float((depth - s_depth).abs()[solid].mean()) < 1e-3
+
+
+def test_tight_tiles_and_exact_count_give_the_same_image(torch, lib):
+    from dd3g_sdk.render import cuda as rc
+
+    W, H = 160, 120
+    g = to_dev(torch, random_scene(4000, 9, seed=21))
+    vm, Ks = (torch.from_numpy(x).cuda() for x in cameras(2, W, H))
+    a = ours(torch, lib, g, vm, Ks, W, H, options=rc.RasterOptions(tight_tiles=True))
+    b = ours(torch, lib, g, vm, Ks, W, H, options=rc.RasterOptions(tight_tiles=False))
+    c = ours(torch, lib, g, vm, Ks, W, H, options=rc.RasterOptions(tight_tiles=True, exact_count=True))
+    assert a[3].intersections < b[3].intersections
+    for x, y in ((a, b), (a, c)):
+        for i in range(3):
+            assert torch.equal(x[i], y[i])
+
+
+def test_fp16_psnr(torch, lib):
+    W, H = 256, 256
+    scene = surface_scene(30000, seed=31)
+    vm, Ks = (torch.from_numpy(x).cuda() for x in cameras(2, W, H))
+    full = ours(torch, lib, to_dev(torch, scene), vm, Ks, W, H, background=(1, 1, 1))
+    half = ours(torch, lib, to_dev(torch, scene, torch.float16), vm, Ks, W, H, background=(1, 1, 1))
+    assert psnr(half[0], full[0]) >= 40.0
+
+
+def test_edge_cases(torch, lib):
+    W, H = 96, 80
+    vm, Ks = (torch.from_numpy(x).cuda() for x in cameras(1, W, H))
+    bg = (0.25, 0.5, 0.75)
+    # N = 0: background everywhere, alpha 0, depth 0
+    g0 = to_dev(torch, random_scene(0, 1, seed=0))
+    rgb, alpha, depth, st = ours(torch, lib, g0, vm, Ks, W, H, background=bg)
+    assert st.intersections == 0
+    assert torch.allclose(rgb, torch.tensor(bg, device="cuda").expand_as(rgb)) and alpha.abs().max() == 0
+    # N = 1, plus all-behind-the-camera, border, zero scales: compare with gsplat and the reference
+    s = random_scene(40, 4, seed=41)
+    cam_pos = np.linalg.inv(vm[0].cpu().numpy())[:3, 3]
+    s["means"][:10] = (cam_pos * 1.5).astype(np.float32)  # behind the camera (beyond it, looking away)
+    s["scales"][10:15] = 0.0  # degenerate: only the 0.3 px^2 low-pass remains
+    s["means"][15:20] = s["means"][15:20] * 0.2 + np.array([0.55, 0.0, 0.0], np.float32)  # near the border
+    for sub in (slice(0, 1), slice(10, 11), slice(0, 10), slice(0, 40)):
+        g = to_dev(torch, {k: v[sub] for k, v in s.items()})
+        rgb, alpha, depth, _ = ours(torch, lib, g, vm, Ks, W, H, background=bg)
+        r = reference(torch, g, vm, Ks, W, H, background=bg)
+        assert mean_abs(rgb, r[0]) <= TOL and mean_abs(alpha, r[1]) <= TOL
+    g = to_dev(torch, {k: v[:10] for k, v in s.items()})
+    rgb, alpha, _, st = ours(torch, lib, g, vm, Ks, W, H, background=bg)
+    assert st.intersections == 0 and alpha.abs().max() == 0
+
+
+def test_one_million_gaussians_vs_gsplat(torch, lib):
+    W, H = 512, 512
+    n = 1_000_000
+    s = random_scene(n, 1, seed=51, spread=1.0, scale=(0.002, 0.01))
+    g = to_dev(torch, s)
+    vm, Ks = (torch.from_numpy(x).cuda() for x in cameras(1, W, H))
+    rgb, alpha, depth, st = ours(torch, lib, g, vm, Ks, W, H, background=(1, 1, 1))
+    assert st.intersections > n // 2
+    s_rgb, s_alpha, _ = gsplat_render(torch, g, vm, Ks, W, H, background=(1, 1, 1))
+    assert mean_abs(rgb, s_rgb) <= TOL and mean_abs(alpha, s_alpha) <= TOL
+
+
+def test_rasterizer_grows_capacity_and_graph_replay(torch, lib):
+    from dd3g_sdk.render import cuda as rc
+
+    W, H = 128, 128
+    g = to_dev(torch, random_scene(5000, 4, seed=61))
+    vm, Ks = (torch.from_numpy(x).cuda() for x in cameras(2, W, H))
+    r = rc.CudaRasterizer(library=lib)
+    r._capacity = 1000  # far too small: the first call must grow it and re-render
+    rgb, alpha, depth = r(g["means"], g["quats"], g["scales"], g["opacities"], g["sh"], vm, Ks, W, H)
+    assert r.last_stats.intersections <= r._capacity
+    ref = ours(torch, lib, g, vm, Ks, W, H)
+    assert torch.equal(rgb, ref[0])
+    # overflow without growing: the needed count is reported
+    cfg = lib.make_config(5000, 2, W, H, 4, "float32", 1000, rc.RasterOptions())
+    ws = torch.empty(lib.workspace_size(cfg), dtype=torch.uint8, device="cuda")
+    out = torch.empty((2, H, W, 3), device="cuda")
+    lib.forward(cfg, means=g["means"], quats=g["quats"], scales=g["scales"], opacities=g["opacities"], sh=g["sh"],
+                viewmats=vm, Ks=Ks, rgb=out, workspace=ws, workspace_bytes=ws.numel(),
+                stream=torch.cuda.current_stream())
+    st = lib.read_stats(ws, torch.cuda.current_stream())
+    assert st.intersections > st.capacity == 1000
+    # exact-count mode refuses instead
+    cfg = lib.make_config(5000, 2, W, H, 4, "float32", 1000, rc.RasterOptions(exact_count=True))
+    ws = torch.empty(lib.workspace_size(cfg), dtype=torch.uint8, device="cuda")
+    status = lib.forward(cfg, means=g["means"], quats=g["quats"], scales=g["scales"], opacities=g["opacities"],
+                         sh=g["sh"], viewmats=vm, Ks=Ks, rgb=out, workspace=ws, workspace_bytes=ws.numel(),
+                         stream=torch.cuda.current_stream())
+    assert status == rc.ERROR_WORKSPACE_TOO_SMALL
+    # CUDA graph: capture one forward call, change the inputs in place, replay
+    cap = 4 * st.intersections
+    cfg = lib.make_config(5000, 2, W, H, 4, "float32", cap, rc.RasterOptions())
+    ws = torch.empty(lib.workspace_size(cfg), dtype=torch.uint8, device="cuda")
+    rgb_g = torch.full((2, H, W, 3), float("nan"), device="cuda")
+    side = torch.cuda.Stream()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(side):
+        with torch.cuda.graph(graph, stream=side):
+            lib.forward(cfg, means=g["means"], quats=g["quats"], scales=g["scales"], opacities=g["opacities"],
+                        sh=g["sh"], viewmats=vm, Ks=Ks, rgb=rgb_g, workspace=ws, workspace_bytes=ws.numel(),
+                        stream=side)
+    g2 = to_dev(torch, random_scene(5000, 4, seed=62))
+    for k in g:
+        g[k].copy_(g2[k])
+    graph.replay()
+    torch.cuda.synchronize()
+    expect = ours(torch, lib, g2, vm, Ks, W, H)[0]
+    assert torch.equal(rgb_g, expect)

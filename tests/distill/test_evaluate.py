@@ -1,0 +1,160 @@
+"""Evaluation: metric functions against hand-computed values, the training SSIM against a loop twin, and
+`dd3g evaluate` end to end on a tiny checkpoint (CPU)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "configs" / "distill_tiny.json"
+
+
+def tiny_setup(tmp_path_factory):
+    """A random tiny teacher (saved) and its quadruples, made once per test session."""
+    from dd3g_distill.quadruples import generate_quadruples
+    from dd3g_distill.teacher import DiffusersMVTeacher
+    from dd3g_distill.train import load_distill_config, model_config
+
+    base = tmp_path_factory.getbasetemp() / "dd3g-distill-tiny"
+    cfg = load_distill_config(CONFIG)
+    if not (base / "data" / "manifest.json").is_file():
+        teacher = DiffusersMVTeacher.from_unet_config(model_config(cfg).unet, seed=0).eval()
+        teacher.save_pretrained(base / "teacher", dtype=None)
+        generate_quadruples(cfg.quadruples, base / "data", teacher, progress=False)
+    return base / "teacher", base / "data"
+
+
+# ---- metrics against hand-computed values ----------------------------------------------------------------
+
+def test_psnr_iou_and_aggregation_by_hand():
+    from dd3g_distill.evaluate import mean_finite, psnr_from_mse
+    from dd3g_distill.metrics import iou, psnr
+
+    a = torch.full((2, 3, 4, 4), 0.5)
+    b = a.clone()
+    b[0] += 0.1  # MSE 0.01 -> 20 dB
+    b[1, :, :2] += 0.2  # half the pixels off by 0.2: MSE 0.02 -> 10 log10(50) = 16.9897 dB
+    torch.testing.assert_close(psnr(b, a), torch.tensor([20.0, 10 * math.log10(50)]), rtol=1e-5, atol=1e-4)
+    assert psnr_from_mse(0.01) == pytest.approx(20.0) and psnr_from_mse(0.0) == math.inf
+    m1 = torch.zeros(4, 4, dtype=torch.bool)
+    m2 = m1.clone()
+    m1[:2, :2] = True  # 4 pixels
+    m2[1:3, 1:3] = True  # 4 pixels, 1 shared -> 1 / 7
+    assert iou(m1, m2).item() == pytest.approx(1 / 7)
+    assert iou(m1, m1).item() == 1.0 and iou(torch.zeros_like(m1), torch.zeros_like(m1)).item() == 1.0
+    assert mean_finite([20.0, math.inf, float("nan"), 10.0]) == 15.0
+    assert math.isnan(mean_finite([math.inf]))
+
+
+def _ssim_loops(x: np.ndarray, y: np.ndarray, win: int, sigma: float = 1.5) -> float:
+    """Reference twin of losses.ssim: explicit loops over channels and 'valid' window positions, float64."""
+    g = np.exp(-((np.arange(win) - (win - 1) / 2) ** 2) / (2 * sigma ** 2))
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    vals = []
+    for c in range(x.shape[0]):
+        for i in range(x.shape[1] - win + 1):
+            for j in range(x.shape[2] - win + 1):
+                px, py = x[c, i:i + win, j:j + win], y[c, i:i + win, j:j + win]
+                mx, my = (w * px).sum(), (w * py).sum()
+                vx, vy = (w * px * px).sum() - mx * mx, (w * py * py).sum() - my * my
+                cxy = (w * px * py).sum() - mx * my
+                vals.append((2 * mx * my + c1) * (2 * cxy + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2)))
+    return float(np.mean(vals))
+
+
+def test_training_ssim_matches_its_loop_twin_and_the_metric():
+    from dd3g_distill.losses import ssim
+    from dd3g_distill.metrics import ssim as ssim_metric
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (2, 3, 14, 14)).astype(np.float32)
+    y = np.clip(x + rng.normal(0, 0.2, x.shape), 0, 1).astype(np.float32)
+    got = ssim(torch.from_numpy(x), torch.from_numpy(y), window=11)
+    ref = [_ssim_loops(x[i].astype(np.float64), y[i].astype(np.float64), 11) for i in range(2)]
+    np.testing.assert_allclose(got.numpy(), ref, rtol=1e-4, atol=1e-5)  # float32 sums of 121 terms
+    np.testing.assert_allclose(ssim_metric(torch.from_numpy(x), torch.from_numpy(y)).numpy(), ref, rtol=1e-6)
+    assert ssim(torch.from_numpy(x), torch.from_numpy(x)).numpy() == pytest.approx([1.0, 1.0], abs=1e-6)
+    # small images use a smaller (odd) window, still against the twin
+    xs, ys = x[:1, :, :6, :6], y[:1, :, :6, :6]
+    np.testing.assert_allclose(ssim(torch.from_numpy(xs), torch.from_numpy(ys)).numpy(),
+                               [_ssim_loops(xs[0].astype(np.float64), ys[0].astype(np.float64), 5)], rtol=1e-4)
+
+
+def test_teacher_mask_by_hand():
+    from dd3g_distill.losses import teacher_mask
+
+    img = torch.ones(1, 3, 2, 2)
+    img[0, :, 0, 0] = torch.tensor([0.2, 0.9, 0.3])  # object
+    img[0, :, 0, 1] = 0.99  # white within the tolerance: background
+    img[0, 2, 1, 1] = 0.9  # one channel off by 0.1: object
+    assert teacher_mask(img, 0.04)[0, 0].tolist() == [[1.0, 0.0], [0.0, 1.0]]
+
+
+def test_novel_cameras_avoid_the_teacher_views():
+    from dd3g_distill.evaluate import EvalConfig, novel_cameras
+    from dd3g_sdk.cameras import ViewSetConfig
+
+    vs = ViewSetConfig()
+    cams, vm, K = novel_cameras(EvalConfig(), vs, 32)
+    teacher = np.stack([c.world_to_cam for c in vs.cameras(32, 32)])
+    assert len(cams) == 16
+    for m in vm:  # no novel camera coincides with a teacher camera
+        assert np.abs(teacher - m[None]).reshape(4, -1).max(1).min() > 0.05
+    # all on the orbit radius, looking at the origin
+    for c in cams:
+        assert np.linalg.norm(c.position) == pytest.approx(vs.radius, rel=1e-6)
+
+
+# ---- end to end --------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from dd3g_distill.train import load_distill_config, train
+
+    torch.set_num_threads(1)
+    tdir, ddir = tiny_setup(tmp_path_factory)
+    out = tmp_path_factory.mktemp("eval-run")
+    cfg = load_distill_config(CONFIG, [f"teacher={tdir}", f"data={ddir}", f"out={out}", "train.steps=2"])
+    train(cfg, progress=False)
+    return cfg, tdir, out
+
+
+def test_dd3g_evaluate_prints_and_writes_json(trained, tmp_path, capsys):
+    from dd3g_distill.cli import add_evaluate_arguments, run_evaluate
+    import argparse
+
+    cfg, tdir, run = trained
+    p = argparse.ArgumentParser()
+    add_evaluate_arguments(p)
+    args = p.parse_args([str(run), "--json", str(tmp_path / "e.json"), "--picture", str(tmp_path / "t.png"),
+                         "--no-progress"])
+    assert run_evaluate(args) == 0
+    printed = capsys.readouterr().out
+    assert "| model |" in printed and "PSNR novel" in printed
+    res = json.loads((tmp_path / "e.json").read_text())
+    m = res["metrics"]
+    assert res["num_objects"] == cfg.eval.num_objects and res["checkpoint"].endswith("final")
+    for k in ("novel_psnr", "novel_ssim", "novel_iou", "student_vs_teacher_psnr", "student_vs_gt_teacher_views_psnr",
+              "teacher_vs_gt_psnr"):
+        assert math.isfinite(m[k]), k
+    assert 0 <= m["novel_iou"] <= 1 and -1 <= m["novel_ssim"] <= 1 and m["novel_psnr"] > 0
+    assert len(res["per_object"]["novel_psnr"]) == cfg.eval.num_objects
+    assert res["inference"]["median_ms"] > 0 and res["environment"]["device"] == "cpu"
+    from PIL import Image
+
+    im = Image.open(tmp_path / "t.png")
+    assert im.size == (9 * 96, 2 * 96)  # input + 8 views; a prediction row and a ground-truth row
+
+
+def test_evaluate_rejects_a_non_checkpoint(tmp_path):
+    from dd3g_distill.evaluate import resolve_checkpoint
+    from dd3g_sdk.errors import InputError
+
+    with pytest.raises(InputError, match="not a PEPD checkpoint"):
+        resolve_checkpoint(tmp_path)
