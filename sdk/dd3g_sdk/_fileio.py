@@ -15,6 +15,16 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def existing_file(path: str | os.PathLike) -> Path:
+    """Return `path` as a Path; raise InputError if it does not exist or is not a regular file."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "file not found")
+    if not p.is_file():
+        raise InputError(p, "not a file")
+    return p
+
+
 def check_writable_target(path: str | os.PathLike) -> Path:
     """Return `path` as a Path; raise InputError if its folder does not exist or it is a folder."""
     p = Path(path)

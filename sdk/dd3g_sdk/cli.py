@@ -18,6 +18,7 @@ import importlib
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -115,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         lazy[command] = add
     args = build_parser(lazy).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    # One line per warning on the console (the source line of a library is no help to a CLI user).
+    warnings.formatwarning = lambda message, category, *a, **k: f"dd3g: warning: {message}\n"
     if args.command is None:
         build_parser().print_help()
         return 0

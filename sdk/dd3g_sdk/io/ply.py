@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._fileio import atomic_write
+from .._fileio import atomic_write, existing_file
 from ..errors import InputError
 from ..gaussians import SH_COEFFS, Gaussians
 
@@ -202,11 +202,7 @@ def _sh_rest_count(path: Path, names: set[str]) -> int:
 
 def read_ply(path: str | os.PathLike) -> Gaussians:
     """Read a 3DGS PLY (binary little/big-endian or ascii, SH degree 0-3) into activated `Gaussians`."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(p, "file not found")
-    if not p.is_file():
-        raise InputError(p, "not a file")
+    p = existing_file(path)
     size = p.stat().st_size
     with open(p, "rb") as f:
         fmt, elements, body_at = _parse_header(p, f.read(MAX_HEADER_BYTES))

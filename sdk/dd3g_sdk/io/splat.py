@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._fileio import atomic_write
+from .._fileio import atomic_write, existing_file
 from ..errors import InputError
 from ..gaussians import Gaussians, rgb_to_sh0, sh0_to_rgb
 
@@ -58,11 +58,7 @@ def write_splat(g: Gaussians, path: str | os.PathLike) -> Path:
 
 def read_splat(path: str | os.PathLike) -> Gaussians:
     """Read an antimatter15 .splat file into `Gaussians` (SH degree 0, quaternions normalised)."""
-    p = Path(path)
-    if not p.exists():
-        raise InputError(p, "file not found")
-    if not p.is_file():
-        raise InputError(p, "not a file")
+    p = existing_file(path)
     size = p.stat().st_size
     if size % SPLAT_DTYPE.itemsize:
         raise InputError(p, f"not a .splat file: its size ({size} bytes) is not a multiple of "
