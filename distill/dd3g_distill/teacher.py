@@ -28,7 +28,6 @@ eps_uncond + g (eps_cond - eps_uncond). g = 1 is plain conditional sampling (one
 from __future__ import annotations
 
 import copy
-import json
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
 from dd3g_sdk.cameras import Camera, ViewSetConfig, stack_viewmats
-from dd3g_sdk.config import from_dict, save_config
+from dd3g_sdk.config import from_dict, load_config, save_config
 from dd3g_sdk.errors import InputError
 from dd3g_sdk.model.unet import ImageTokenizer, MVUNetConfig, camera_input, condition_sample, repeat_tokens
 
@@ -283,14 +282,7 @@ class DiffusersMVTeacher(nn.Module, MultiViewTeacher):
             if not (root / sub / ("scheduler_config.json" if sub == "scheduler" else "config.json")).is_file():
                 raise InputError(root / sub, "missing: a teacher folder needs unet/, scheduler/, image_encoder/ "
                                              "(diffusers save_pretrained) and teacher.json")
-        cfg_path = root / TEACHER_CONFIG_NAME
-        if not cfg_path.is_file():
-            raise InputError(cfg_path, "teacher.json not found")
-        try:
-            data = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise InputError(cfg_path, f"not valid JSON ({e})") from None
-        config = from_dict(TeacherConfig, data, source=cfg_path)
+        config = load_config(TeacherConfig, root / TEACHER_CONFIG_NAME)
         kw = dict(torch_dtype=dtype, use_safetensors=True, local_files_only=True)
         try:
             unet = UNet2DConditionModel.from_pretrained(root / "unet", **kw)

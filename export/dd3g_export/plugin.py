@@ -455,18 +455,7 @@ def build_check(onnx_path: str | os.PathLike, trt=None, compute_capabilities: tu
     report["layers"] = [network.get_layer(i).type.name for i in range(network.num_layers)]
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
-    if hasattr(trt, "ComputeCapability") and compute_capabilities:
-        table = {m.replace("SM", ""): getattr(trt.ComputeCapability, m)
-                 for m in dir(trt.ComputeCapability) if m.startswith("SM")}
-        config.num_compute_capabilities = len(compute_capabilities)
-        for i, cc in enumerate(compute_capabilities):
-            config.set_compute_capability(table[cc.replace(".", "")], i)
-    _trace("build_serialized_network")
-    serialized = builder.build_serialized_network(network, config)
-    _trace(f"build_serialized_network -> {serialized is not None}")
-    report["built"] = serialized is not None
-    report["engine_bytes"] = 0 if serialized is None else int(serialized.nbytes)
-    return report
+    return _build(trt, builder, network, config, compute_capabilities, report)
 
 
 def build_check_network(trt=None, n: int = 4096, c: int = 2, k: int = 16,
@@ -496,6 +485,11 @@ def build_check_network(trt=None, n: int = 4096, c: int = 2, k: int = 16,
         network.mark_output(out)
     report["output_shapes"] = [tuple(layer.get_output(i).shape) for i in range(3)]
     config = builder.create_builder_config()
+    return _build(trt, builder, network, config, compute_capabilities, report)
+
+
+def _build(trt, builder, network, config, compute_capabilities, report: dict) -> dict:
+    """Target `compute_capabilities` (TensorRT-RTX), build, and record the outcome in `report`."""
     if hasattr(trt, "ComputeCapability") and compute_capabilities:
         table = {m.replace("SM", ""): getattr(trt.ComputeCapability, m)
                  for m in dir(trt.ComputeCapability) if m.startswith("SM")}
