@@ -263,10 +263,12 @@ def render_batch(g: dict[str, Tensor], viewmats: Tensor, Ks: Tensor, width: int,
         from gsplat import rasterization
 
         k = sh.shape[-2]
-        bg = torch.full((b, c, 3), background, device=means.device)
         c_ = lambda t: t.contiguous()  # noqa: E731 - expanded camera tensors are views; the kernels want dense
+        # No `backgrounds=`: gsplat 1.5.3's packed path checks them against an empty batch shape and fails for
+        # batched cameras. Its colour output is the premultiplied sum, so compositing here is the same thing.
         rgb, alpha, _ = rasterization(c_(means), c_(quats), c_(scales), c_(opac), c_(sh), c_(viewmats.float()),
-                                      c_(Ks.float()), width, height, sh_degree=int(math.isqrt(k)) - 1, backgrounds=bg)
+                                      c_(Ks.float()), width, height, sh_degree=int(math.isqrt(k)) - 1)
+        rgb = rgb + (1.0 - alpha) * background
         return rgb.permute(0, 1, 4, 2, 3), alpha.permute(0, 1, 4, 2, 3)
     from dd3g_sdk.render.reference import rasterize
 

@@ -343,6 +343,27 @@ class TeacherTrainer:
         self.step, self.elapsed_s = int(state["step"]), float(state["elapsed_s"])
         return True
 
+    def init_from(self, teacher_dir: str | os.PathLike) -> None:
+        """Start from an exported teacher folder's weights (weights and EMA; the optimiser starts fresh).
+
+        For continuing a committed teacher whose training checkpoint is gone (only the fp16 EMA is kept):
+        the config must build the same network (same parameter names and shapes).
+        """
+        src = DiffusersMVTeacher.from_pretrained(teacher_dir)
+        if src.prediction_type != self.teacher.prediction_type:
+            raise InputError(teacher_dir, f"teacher predicts {src.prediction_type}, the config says "
+                                          f"{self.teacher.prediction_type}")
+        theirs = dict(src.named_parameters())
+        with torch.no_grad():
+            for (n, p), e in zip([(n, p) for n, p in self.teacher.named_parameters() if p.requires_grad], self.ema):
+                q = theirs.get(n)
+                if q is None or q.shape != p.shape:
+                    raise InputError(teacher_dir, f"parameter {n} is missing or has another shape; the config "
+                                                  f"must build the same network")
+                p.copy_(q.float())
+                e.copy_(q.float())
+        self.initialised_from = str(teacher_dir)
+
     # -- export --
     def export(self, out_dir: str | os.PathLike, extra: dict | None = None,
                max_shard_size: str = "10GB") -> Path:
@@ -358,16 +379,19 @@ class TeacherTrainer:
                 for p, b in zip(self.params, backup):
                     p.copy_(b)
         info = {"train_config": to_dict(self.cfg), "steps": self.step, "train_seconds": round(self.elapsed_s, 1),
-                "num_parameters": sum(p.numel() for p in self.params), "weights": "EMA, fp16"}
+                "num_parameters": sum(p.numel() for p in self.params), "weights": "EMA, fp16",
+                "initialised_from": getattr(self, "initialised_from", None)}
         info.update(extra or {})
         atomic_write_text(Path(out) / "training.json", json.dumps(info, indent=2) + "\n")
         return Path(out)
 
 
 def train(cfg: TrainConfig, run_dir: str | os.PathLike, device="cpu", time_limit_s: float | None = None,
-          max_steps: int | None = None, progress: bool = True) -> TeacherTrainer:
+          max_steps: int | None = None, progress: bool = True,
+          init_from: str | os.PathLike | None = None) -> TeacherTrainer:
     """Train (resuming from `run_dir` if it holds a checkpoint) until `max_steps` (default cfg.max_steps)
-    or `time_limit_s` seconds of this call; checkpoint at the end. Returns the trainer."""
+    or `time_limit_s` seconds of this call; checkpoint at the end. Returns the trainer.
+    `init_from`: a teacher folder whose weights a fresh run starts from (ignored when resuming)."""
     from tqdm import tqdm
 
     t_start = time.time()
@@ -380,8 +404,10 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, device="cpu", time_limit
         torch.backends.cudnn.benchmark = True
     trainer = TeacherTrainer(cfg, device, progress)
     resumed = trainer.load_checkpoint(run)
+    if init_from is not None and not resumed:
+        trainer.init_from(init_from)
     render_s = time.time() - t_start
-    end = min(max_steps or cfg.max_steps, cfg.max_steps)
+    end = cfg.max_steps if max_steps is None else min(max_steps, cfg.max_steps)
     tb = EventWriter(run / "tb")
     print(f"teacher: {sum(p.numel() for p in trainer.params) / 1e6:.2f}M params, device {device}, "
           f"{'resumed at step ' + str(trainer.step) if resumed else 'fresh start'}, data ready in {render_s:.1f}s",
@@ -428,6 +454,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--device", default=None)
     ap.add_argument("--time-limit", type=float, default=None, help="stop (with a checkpoint) after this many s")
     ap.add_argument("--max-steps", type=int, default=None)
+    ap.add_argument("--init-from", default=None, help="a fresh run starts from this teacher folder's weights")
     ap.add_argument("--export", default=None, help="write the fp16 EMA teacher folder here at the end")
     ap.add_argument("--max-shard-size", default="10GB")
     ap.add_argument("--no-progress", action="store_true")
@@ -435,7 +462,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(TrainConfig, args.config)
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        trainer = train(cfg, args.run, device, args.time_limit, args.max_steps, not args.no_progress)
+        trainer = train(cfg, args.run, device, args.time_limit, args.max_steps, not args.no_progress,
+                        args.init_from)
         print(f"stopped at step {trainer.step} ({trainer.elapsed_s:.0f}s of training in total)", flush=True)
         if args.export:
             extra = {"device": torch.cuda.get_device_name() if trainer.device.type == "cuda" else "cpu",

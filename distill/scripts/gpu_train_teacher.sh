@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call (GPU host, see shared/gpu-env/README.md): train the teacher with a time limit, export it in fp16,
 # evaluate it and pack everything into $OUT (parts of 15 MB).
-#   run(command=". .gpu/install.sh && CFG=configs/teacher_procworld.json TL=480 bash distill/scripts/gpu_train_teacher.sh", carry=[".gpu"])
+#   run(command=". .gpu/install.sh && CFG=configs/teacher_procworld.json TL=490 bash distill/scripts/gpu_train_teacher.sh", carry=[".gpu"])
 # Join on this machine: cat pack.tar.part_* | tar xf -
 set -o pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/sdk:$PWD/distill:$PWD/export:$PYTHONPATH
@@ -14,5 +14,7 @@ python3 -m dd3g_distill.train_teacher --config ${CFG:-configs/teacher_procworld.
 python3 -m dd3g_distill.eval_teacher --teacher $T --count ${N:-64} --steps ${STEPS:-50} --guidance 1,2,3 --batch 64 \
   --json /tmp/res/teacher_procworld.json --grid /tmp/res/teacher_procworld.png 2>&1 | grep -v "accelerate\|^\`\`\`\|^\.$\|^$" | tee -a $OUT/run.log
 cp /tmp/res/teacher_procworld.json /tmp/res/teacher_procworld.png $OUT/ 2>/dev/null
-tar cf - $T $R/tb $R/config.json $R/latest.json /tmp/res | split -b 15M - $OUT/pack.tar.part_
+# the newest checkpoint travels too, so that a later command can resume the run
+CK=$R/$(python3 -c "import json; print(json.load(open('$R/latest.json'))['dir'])")
+tar cf - $T $R/tb $R/config.json $R/latest.json $CK /tmp/res | split -b 15M - $OUT/pack.tar.part_
 ls -la $OUT | tee -a $OUT/run.log

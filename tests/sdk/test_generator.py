@@ -69,3 +69,30 @@ def test_render_turntable(tiny_ckpt, rgba_image):
     res = gen.render(g, gen.turntable(2, size=32))
     assert res.rgb.shape == (2, 32, 32, 3)
     assert np.isfinite(res.rgb).all()
+
+
+def test_embedded_default_model_is_trained():
+    """The committed default (sdk/dd3g_sdk/weights/pepd-small) loads without the random-model warning and,
+    on the bundled procedural example, draws the object's silhouette at the input view: measured 0.56 mean
+    alpha on the object's pixels and 0.03 off them, render PSNR 13.8 dB against the input (an empty white
+    image: 9.9 dB; the random stand-in: 7.5 dB with alpha ~1 everywhere)."""
+    import warnings
+    from pathlib import Path
+
+    from dd3g_sdk.generator import DEFAULT_MODEL_DIR
+
+    if not (DEFAULT_MODEL_DIR / "model.safetensors").is_file():
+        pytest.skip("no embedded default model")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the random stand-in warns; the trained default must not
+        gen = Generator.from_pretrained()
+    assert gen.info.num_gaussians == 16384
+    example = Path(__file__).resolve().parents[2] / "examples" / "procworld_test.png"
+    ref = gen.preprocess(example).transpose(1, 2, 0)  # [64, 64, 3]
+    out = gen.render(gen(example, seed=0), gen.info.views.cameras(64, 64)[0])
+    fg = ref.min(-1) < 0.9
+    alpha = out.alpha[0]
+    assert alpha[fg].mean() > 0.4 and alpha[~fg].mean() < 0.1, (alpha[fg].mean(), alpha[~fg].mean())
+    psnr = -10 * np.log10(((out.rgb[0] - ref) ** 2).mean())
+    white = -10 * np.log10(((1.0 - ref) ** 2).mean())
+    assert psnr > white + 2.0, (psnr, white)
