@@ -23,7 +23,6 @@ import datetime
 import json
 import math
 import platform
-import statistics
 import sys
 from pathlib import Path
 
@@ -32,34 +31,22 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "sdk"))
 
+from dd3g_sdk.bench import median_cuda_ms  # noqa: E402 - after the path line, for runs without an install
+
 FLOP_PER_EVAL = 15  # per (pixel, Gaussian) evaluation: offset 2, quadratic form 9, exp + scale + clamp 3, test 1
-
-
-def time_events(torch, fn, iters: int, warmup: int) -> float:
-    """Median milliseconds of fn() between CUDA events (no sync between iterations)."""
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
-    for a, b in ev:
-        a.record()
-        fn()
-        b.record()
-    torch.cuda.synchronize()
-    return statistics.median(a.elapsed_time(b) for a, b in ev)
 
 
 def ceilings(torch) -> dict:
     n = 1 << 28  # 1 GiB of float32
     src = torch.randn(n, device="cuda")
     dst = torch.empty_like(src)
-    ms = time_events(torch, lambda: dst.copy_(src), 20, 3)
+    ms = median_cuda_ms(lambda: dst.copy_(src), 20, 3)
     bw = 2 * src.numel() * 4 / (ms * 1e-3)
     del src, dst
     torch.backends.cuda.matmul.allow_tf32 = False
     a = torch.randn(8192, 8192, device="cuda")
     b = torch.randn(8192, 8192, device="cuda")
-    ms_mm = time_events(torch, lambda: a @ b, 10, 2)
+    ms_mm = median_cuda_ms(lambda: a @ b, 10, 2)
     flops = 2 * 8192**3 / (ms_mm * 1e-3)
     # launch floor: a CUDA graph of 12 dependent tiny kernels
     x = torch.zeros(1, device="cuda")
@@ -71,7 +58,7 @@ def ceilings(torch) -> dict:
         with torch.cuda.graph(g, stream=s):
             for _ in range(12):
                 x.add_(1)
-    ms_g = time_events(torch, g.replay, 50, 5)
+    ms_g = median_cuda_ms(g.replay, 50, 5)
     return {"copy_bytes_per_s": bw, "fp32_flops": flops, "graph12_empty_ms": ms_g}
 
 
@@ -117,7 +104,7 @@ def bench_config(torch, lib, rc, gsplat, n, W, C, iters, warmup) -> dict:
                                              H, sh_degree=row["sh_degree"], render_mode="RGB+ED")
             return out[..., :3] + (1.0 - a) * bg[:, None, None, :], a
         with torch.no_grad():
-            row["gsplat_ms"] = time_events(torch, run_gsplat, iters, warmup)
+            row["gsplat_ms"] = median_cuda_ms(run_gsplat, iters, warmup)
             ref_rgb, ref_alpha = run_gsplat()
 
     rgb = torch.empty(C, H, W, 3, device="cuda")
@@ -149,7 +136,7 @@ def bench_config(torch, lib, rc, gsplat, n, W, C, iters, warmup) -> dict:
         row[f"{name}_intersections"] = st.intersections
         row[f"{name}_evaluations"] = st.evaluations
         if name == "graph":
-            row["direct_ms"] = time_events(torch, lambda: call(cfg, ws, stream), iters, warmup)
+            row["direct_ms"] = median_cuda_ms(lambda: call(cfg, ws, stream), iters, warmup)
             if gsplat is not None:
                 row["mean_abs_rgb_vs_gsplat"] = float((rgb - ref_rgb).abs().mean())
                 row["mean_abs_alpha_vs_gsplat"] = float((alpha[..., None] - ref_alpha).abs().mean())
@@ -160,10 +147,10 @@ def bench_config(torch, lib, rc, gsplat, n, W, C, iters, warmup) -> dict:
             side.synchronize()
             with torch.cuda.graph(graph, stream=side):
                 call(cfg, ws, side)
-        row[f"{name}_ms"] = time_events(torch, graph.replay, iters, warmup)
+        row[f"{name}_ms"] = median_cuda_ms(graph.replay, iters, warmup)
         del graph, ws
     cfg, ws = setup(rc.RasterOptions(exact_count=True), int(row["graph_intersections"] * 1.25) + 4096)
-    row["exact_ms"] = time_events(torch, lambda: call(cfg, ws, stream), iters, warmup)
+    row["exact_ms"] = median_cuda_ms(lambda: call(cfg, ws, stream), iters, warmup)
     del ws
 
     in_bytes = n * (3 + 4 + 3 + 1 + 3 * K) * 4

@@ -39,7 +39,6 @@ import datetime
 import json
 import math
 import platform
-import statistics
 import sys
 from collections import Counter
 from pathlib import Path
@@ -49,6 +48,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "sdk") not in sys.path:
     sys.path.insert(0, str(ROOT / "sdk"))
+
+from dd3g_sdk.bench import median_cuda_ms  # noqa: E402 - after the path line, for runs without an install
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "cost_model.json"
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -222,19 +223,6 @@ def raster_cost(n: int, resolution: int, seed: int = 0) -> dict:
 # ------------------------------------------------------------------------------------------------------------
 # ceilings (GPU)
 # ------------------------------------------------------------------------------------------------------------
-def _median_ms(torch, fn, iters: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    ev = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(iters)]
-    for a, b in ev:
-        a.record()
-        fn()
-        b.record()
-    torch.cuda.synchronize()
-    return statistics.median(a.elapsed_time(b) for a, b in ev)
-
-
 def measure_ceilings() -> dict:
     """Device-to-device copy bandwidth (read + write bytes) and matmul rates, measured with CUDA events."""
     import torch
@@ -246,7 +234,7 @@ def measure_ceilings() -> dict:
     n = 1 << 28
     src = torch.randn(n, device="cuda")
     dst = torch.empty_like(src)
-    out["copy_bytes_per_s"] = 2 * n * 4 / (_median_ms(torch, lambda: dst.copy_(src), 30, 3) * 1e-3)
+    out["copy_bytes_per_s"] = 2 * n * 4 / (median_cuda_ms(lambda: dst.copy_(src), 30, 3) * 1e-3)
     del src, dst
     m = 8192
     prev = torch.backends.cuda.matmul.allow_tf32
@@ -258,7 +246,7 @@ def measure_ceilings() -> dict:
             pairs = [(torch.randn(m, m, device="cuda", dtype=dtype), torch.randn(m, m, device="cuda", dtype=dtype))
                      for _ in range(3)]
             i = iter(range(1 << 30))
-            ms = _median_ms(torch, lambda: torch.mm(*pairs[next(i) % 3]), 20, 3)
+            ms = median_cuda_ms(lambda: torch.mm(*pairs[next(i) % 3]), 20, 3)
             out[name] = 2 * m**3 / (ms * 1e-3)
             del pairs
     finally:

@@ -39,6 +39,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -237,6 +238,11 @@ def time_cuda(fn: Callable[[], Any], repeats: int, warmup: int, budget_s: float 
         b.record()
     torch.cuda.synchronize()
     return [a.elapsed_time(b) for a, b in ev]
+
+
+def median_cuda_ms(fn: Callable[[], Any], repeats: int, warmup: int) -> float:
+    """Median of `time_cuda(fn, repeats, warmup)`: the one CUDA-event timer of the benchmark scripts."""
+    return statistics.median(time_cuda(fn, repeats, warmup))
 
 
 # ---------------------------------------------------------------------------------------------------------
