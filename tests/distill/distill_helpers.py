@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "distill_tiny.json"
 
@@ -20,3 +22,21 @@ def tiny_setup(tmp_path_factory):
         teacher.save_pretrained(base / "teacher", dtype=None)
         generate_quadruples(cfg.quadruples, base / "data", teacher, progress=False)
     return base / "teacher", base / "data"
+
+
+def ssim_loops(x: np.ndarray, y: np.ndarray, win: int = 11, sigma: float = 1.5) -> float:
+    """Reference twin of the SSIM kernels (losses.ssim, metrics.ssim): explicit loops over channels and
+    'valid' window positions, float64, averaged over channels and windows. x, y: [C, H, W]."""
+    g = np.exp(-((np.arange(win) - (win - 1) / 2) ** 2) / (2 * sigma ** 2))
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    vals = []
+    for c in range(x.shape[0]):
+        for i in range(x.shape[1] - win + 1):
+            for j in range(x.shape[2] - win + 1):
+                px, py = x[c, i:i + win, j:j + win], y[c, i:i + win, j:j + win]
+                mx, my = (w * px).sum(), (w * py).sum()
+                vx, vy = (w * px * px).sum() - mx * mx, (w * py * py).sum() - my * my
+                cxy = (w * px * py).sum() - mx * my
+                vals.append((2 * mx * my + c1) * (2 * cxy + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2)))
+    return float(np.mean(vals))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from distill_helpers import CONFIG, ROOT, tiny_setup  # noqa: E402,F401
+from distill_helpers import CONFIG, ROOT, ssim_loops, tiny_setup  # noqa: E402,F401
 
 
 # ---- metrics against hand-computed values ----------------------------------------------------------------
@@ -35,23 +35,6 @@ def test_psnr_iou_and_aggregation_by_hand():
     assert math.isnan(mean_finite([math.inf]))
 
 
-def _ssim_loops(x: np.ndarray, y: np.ndarray, win: int, sigma: float = 1.5) -> float:
-    """Reference twin of losses.ssim: explicit loops over channels and 'valid' window positions, float64."""
-    g = np.exp(-((np.arange(win) - (win - 1) / 2) ** 2) / (2 * sigma ** 2))
-    w = np.outer(g, g) / np.outer(g, g).sum()
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    vals = []
-    for c in range(x.shape[0]):
-        for i in range(x.shape[1] - win + 1):
-            for j in range(x.shape[2] - win + 1):
-                px, py = x[c, i:i + win, j:j + win], y[c, i:i + win, j:j + win]
-                mx, my = (w * px).sum(), (w * py).sum()
-                vx, vy = (w * px * px).sum() - mx * mx, (w * py * py).sum() - my * my
-                cxy = (w * px * py).sum() - mx * my
-                vals.append((2 * mx * my + c1) * (2 * cxy + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2)))
-    return float(np.mean(vals))
-
-
 def test_training_ssim_matches_its_loop_twin_and_the_metric():
     from dd3g_distill.losses import ssim
     from dd3g_distill.metrics import ssim as ssim_metric
@@ -60,14 +43,14 @@ def test_training_ssim_matches_its_loop_twin_and_the_metric():
     x = rng.uniform(0, 1, (2, 3, 14, 14)).astype(np.float32)
     y = np.clip(x + rng.normal(0, 0.2, x.shape), 0, 1).astype(np.float32)
     got = ssim(torch.from_numpy(x), torch.from_numpy(y), window=11)
-    ref = [_ssim_loops(x[i].astype(np.float64), y[i].astype(np.float64), 11) for i in range(2)]
+    ref = [ssim_loops(x[i].astype(np.float64), y[i].astype(np.float64), 11) for i in range(2)]
     np.testing.assert_allclose(got.numpy(), ref, rtol=1e-4, atol=1e-5)  # float32 sums of 121 terms
     np.testing.assert_allclose(ssim_metric(torch.from_numpy(x), torch.from_numpy(y)).numpy(), ref, rtol=1e-6)
     assert ssim(torch.from_numpy(x), torch.from_numpy(x)).numpy() == pytest.approx([1.0, 1.0], abs=1e-6)
     # small images use a smaller (odd) window, still against the twin
     xs, ys = x[:1, :, :6, :6], y[:1, :, :6, :6]
     np.testing.assert_allclose(ssim(torch.from_numpy(xs), torch.from_numpy(ys)).numpy(),
-                               [_ssim_loops(xs[0].astype(np.float64), ys[0].astype(np.float64), 5)], rtol=1e-4)
+                               [ssim_loops(xs[0].astype(np.float64), ys[0].astype(np.float64), 5)], rtol=1e-4)
 
 
 def test_teacher_mask_by_hand():

@@ -8,6 +8,7 @@ import torch
 from dd3g_sdk.cameras import orbit_camera, stack_intrinsics, stack_viewmats
 from dd3g_distill.data.world import ObjectSpec, Primitive, composite_white, render
 from dd3g_distill.metrics import iou, psnr, reproject, ssim, warp_consistency
+from distill_helpers import ssim_loops
 
 
 def test_psnr_hand_values():
@@ -39,30 +40,13 @@ def test_ssim_identical_and_constant_images():
         ssim(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8))
 
 
-def _ssim_reference(x: np.ndarray, y: np.ndarray, win=11, sigma=1.5) -> float:
-    """Window-by-window SSIM with explicit loops (float64), averaged over channels and valid windows."""
-    g = np.exp(-((np.arange(win) - (win - 1) / 2) ** 2) / (2 * sigma ** 2))
-    w = np.outer(g, g) / np.outer(g, g).sum()
-    k1, k2 = 0.01 ** 2, 0.03 ** 2
-    vals = []
-    for ch in range(x.shape[0]):
-        for i in range(x.shape[1] - win + 1):
-            for j in range(x.shape[2] - win + 1):
-                px, py = x[ch, i:i + win, j:j + win], y[ch, i:i + win, j:j + win]
-                mx, my = (w * px).sum(), (w * py).sum()
-                vx, vy = (w * px * px).sum() - mx * mx, (w * py * py).sum() - my * my
-                cxy = (w * px * py).sum() - mx * my
-                vals.append((2 * mx * my + k1) * (2 * cxy + k2) / ((mx * mx + my * my + k1) * (vx + vy + k2)))
-    return float(np.mean(vals))
-
-
 def test_ssim_matches_the_loop_reference():
     g = torch.Generator().manual_seed(1)
     x = torch.rand(2, 3, 14, 15, generator=g)
     y = (x + 0.2 * torch.randn(2, 3, 14, 15, generator=g)).clamp(0, 1)
     got = ssim(x, y)
     for n in range(2):
-        assert abs(float(got[n]) - _ssim_reference(x[n].double().numpy(), y[n].double().numpy())) < 1e-6
+        assert abs(float(got[n]) - ssim_loops(x[n].double().numpy(), y[n].double().numpy())) < 1e-6
 
 
 def test_iou_hand_values():

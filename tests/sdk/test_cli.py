@@ -15,16 +15,6 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "toy_robot.png"
 
 
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    from dd3g_sdk.model.pepd import PEPD, PEPDConfig
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    PEPD(PEPDConfig.preset("tiny")).save_pretrained(path)
-    return path
-
-
 def test_generate_writes_ply_preview_and_sidecar(tmp_path, tiny_ckpt, capsys):
     plyfile = pytest.importorskip("plyfile")
     out = tmp_path / "out"

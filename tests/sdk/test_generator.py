@@ -9,16 +9,6 @@ from dd3g_sdk.errors import InputError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    from dd3g_sdk.model.pepd import PEPD, PEPDConfig
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny"
-    PEPD(PEPDConfig.preset("tiny")).save_pretrained(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def rgba_image():
     img = np.zeros((48, 40, 4), np.uint8)
     img[10:38, 8:30] = (200, 60, 40, 255)
