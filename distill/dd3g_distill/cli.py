@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from dd3g_sdk.errors import InputError
+from dd3g_sdk.errors import InputError, report
 
 
 def add_distill_arguments(p: argparse.ArgumentParser) -> None:
@@ -150,8 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return {"distill": run_distill, "evaluate": run_evaluate}[args.command](args)
     except InputError as e:
-        print(f"dd3g: error: {e}", file=sys.stderr)
-        return 2
+        return report(e, 2)
 
 
 if __name__ == "__main__":

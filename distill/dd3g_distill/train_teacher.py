@@ -210,6 +210,7 @@ class TeacherTrainer:
                                      eps=1e-8, fused=self.device.type == "cuda")  # fused: fewer launches
         self.step = 0
         self.elapsed_s = 0.0
+        self.initialised_from: str | None = None  # a teacher folder the weights started from (`init_from`)
         res = ucfg.sample_size
         self.data = render_cache("train", cfg.num_objects, res, cfg.views, cfg.render_supersample,
                                  cfg.render_chunk, self.device, progress)
@@ -380,7 +381,7 @@ class TeacherTrainer:
                     p.copy_(b)
         info = {"train_config": to_dict(self.cfg), "steps": self.step, "train_seconds": round(self.elapsed_s, 1),
                 "num_parameters": sum(p.numel() for p in self.params), "weights": "EMA, fp16",
-                "initialised_from": getattr(self, "initialised_from", None)}
+                "initialised_from": self.initialised_from}
         info.update(extra or {})
         atomic_write_text(Path(out) / "training.json", json.dumps(info, indent=2) + "\n")
         return Path(out)

@@ -12,11 +12,10 @@ missing TensorRT returns 1. Nothing is written on failure.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-from dd3g_sdk.errors import InputError
+from dd3g_sdk.errors import InputError, report
 
 
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,18 +43,10 @@ def run_export(args: argparse.Namespace) -> int:
         if args.format == "onnx":
             return _export_onnx(args)
         return _export_engine(args)
-    except InputError as e:
-        print(f"dd3g: error: {e}", file=sys.stderr)
-        return 2
-    except ImportError as e:
-        print(f"dd3g: error: {e}", file=sys.stderr)
-        return 1
-    except ValueError as e:  # option combinations the builder refuses (e.g. a target it does not support)
-        print(f"dd3g: error: {e}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:  # EngineBuildError and friends
-        print(f"dd3g: error: {e}", file=sys.stderr)
-        return 1
+    except ValueError as e:  # InputError, and option combinations the builder refuses (e.g. an unknown target)
+        return report(e, 2)
+    except (ImportError, RuntimeError) as e:  # a missing package; EngineBuildError and friends
+        return report(e, 1)
 
 
 def _onnx_config(args):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
-from .errors import InputError
+from .errors import InputError, report
 
 # Commands whose code lives in other packages (or heavier modules) are imported only when they run, so that
 # `dd3g --help` and `dd3g info` stay fast and work without torch.
@@ -126,8 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(run(args) or 0)
         return {"generate": cmd_generate, "render": cmd_render, "info": cmd_info}[args.command](args)
     except (InputError, FileNotFoundError, IsADirectoryError) as e:
-        print(f"dd3g: error: {e}", file=sys.stderr)
-        return 2
+        return report(e, 2)
     except KeyboardInterrupt:
         print("dd3g: interrupted", file=sys.stderr)
         return 130

@@ -6,6 +6,7 @@ and exit non-zero.
 from __future__ import annotations
 
 import os
+import sys
 
 
 class InputError(ValueError):
@@ -15,3 +16,9 @@ class InputError(ValueError):
         self.path = None if path is None else str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path is not None else problem)
+
+
+def report(error: BaseException, status: int) -> int:
+    """Print `error` as the CLI's one line on stderr (`dd3g: error: ...`) and return `status`, the exit code."""
+    print(f"dd3g: error: {error}", file=sys.stderr)
+    return status

@@ -31,7 +31,6 @@ import errno
 import json
 import math
 import socket
-import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +38,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, report
 from .gaussians import Gaussians, quat_to_rotmat
 
 DEFAULT_PORT = 8080
@@ -436,9 +435,7 @@ def run_view(args: argparse.Namespace) -> int:
         serve(args.files, port=args.port, host=getattr(args, "host", "127.0.0.1"), block=True,
               open_browser=not getattr(args, "no_browser", False))
     except InputError as e:
-        print(f"dd3g: error: {e}", file=sys.stderr)
-        return 2
+        return report(e, 2)
     except ImportError as e:
-        print(f"dd3g: error: {e}", file=sys.stderr)
-        return 1
+        return report(e, 1)
     return 0
