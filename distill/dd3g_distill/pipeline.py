@@ -12,9 +12,14 @@ Models (same data, same number of steps, same batch; trained at the same time as
     full     explicit supervision + implicit verification, Phase 1 from the teacher (representation alignment)
     no_iv    without implicit verification
     no_ra    without representation alignment (Phase 1 from scratch)
-    gt_only  "3D data only": explicit supervision against ground-truth renders, no teacher anywhere
+    gt_only  "3D data only": explicit supervision against ground-truth renders, no teacher anywhere; also at the
+             quadruples' extra ground-truth cameras when they have some (quadruples.extra_views)
+    gt_only_c  the same at the teacher's cameras C only (what gt_only was before extra views; shows their effect)
 Steps: a short concurrent calibration run measures the slowest model's step time; the real runs get
 steps = training time left / that step time (and a wall-clock cap as a safety net, reported if it hits).
+With --total-train-seconds T the budget is T / that step time, kept in WORK/plan.json, and training spans
+several calls of the same command (checkpoints resume exactly; a call that does not finish exits 3). The
+work folder must survive between the calls (on the GPU host: the same warm machine, /tmp is kept).
 
 $OUT receives: distill_results.tar (results JSON, ablation table, pictures, metrics logs, TensorBoard events,
 the example pictures, pipeline log) and the chosen default model (fp16) split in parts below 16 MiB
@@ -40,7 +45,16 @@ ABLATIONS: dict[str, list[str]] = {
     "no_iv": ["loss.implicit=false"],
     "no_ra": ["train.init_from_teacher=false"],
     "gt_only": ["train.target=gt", "loss.implicit=false", "train.init_from_teacher=false"],
+    "gt_only_c": ["train.target=gt", "loss.implicit=false", "train.init_from_teacher=false"],
 }
+DEFAULT_MODELS = ("full", "no_iv", "no_ra", "gt_only")
+
+
+def ablation_overrides(name: str, extra_views: int) -> list[str]:
+    """The --set overrides of one ablation; gt_only reads every extra ground-truth view the quadruples hold."""
+    if name not in ABLATIONS:
+        raise SystemExit(f"pipeline: unknown model {name!r} (one of {', '.join(ABLATIONS)})")
+    return ABLATIONS[name] + ([f"train.extra_views={extra_views}"] if name == "gt_only" and extra_views else [])
 PART_BYTES = 15 * 1024 * 1024
 
 
@@ -68,6 +82,26 @@ def launch(name: str, config: Path, overrides: Sequence[str], log: Path, extra: 
         cmd += ["--set", o]
     f = open(log, "w")
     return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def calibrate(models, args, base, overrides, work: Path, clock: "Clock") -> dict[str, float]:
+    """All models at once for `--calib-steps` steps; the median step time of the second half of each, in s."""
+    from .train import read_metrics
+
+    procs = {m: launch(m, args.config, args.set + base + overrides[m] + [
+        f"out={work / 'calib' / m}", "train.steps=1000000", "train.log_every=1", "train.checkpoint_every_s=0",
+        "train.tensorboard=false"], work / f"calib_{m}.log", ["--stop-after", str(args.calib_steps)])
+        for m in models}
+    rc = wait_all(procs, max(60.0, clock.left() - args.eval_reserve))
+    step_s = {}
+    for m in models:
+        rows = read_metrics(work / "calib" / m)
+        tail = [r["step_s"] for r in rows[len(rows) // 2:]]
+        if rc[m] != 0 or not tail:
+            print((work / f"calib_{m}.log").read_text()[-3000:])
+            raise SystemExit(f"pipeline: calibration of {m} failed (rc {rc[m]})")
+        step_s[m] = statistics.median(tail)
+    return step_s
 
 
 def wait_all(procs: dict[str, subprocess.Popen], timeout: float) -> dict[str, int]:
@@ -109,9 +143,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--calib-steps", type=int, default=16)
     ap.add_argument("--min-steps", type=int, default=50)
     ap.add_argument("--max-steps", type=int, default=None, help="upper bound of the step budget")
-    ap.add_argument("--models", default=",".join(ABLATIONS), help="comma-separated subset of the ablations")
+    ap.add_argument("--steps", type=int, default=None, help="the step budget itself (no calibration)")
+    ap.add_argument("--total-train-seconds", type=float, default=None,
+                    help="size the budget for this much training over several calls: each call trains until its "
+                         "deadline and exits 3 until every run has finished, then evaluates (same --work)")
+    ap.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated subset of the ablations")
     ap.add_argument("--random-teacher", action="store_true", help="CPU smoke test: a random teacher of the config")
     args = ap.parse_args(argv)
+    for m in args.models.split(","):
+        ablation_overrides(m, 0)  # an unknown name fails now, not after the quadruples
 
     import torch
 
@@ -155,32 +195,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     models = [m for m in args.models.split(",") if m]
     base = [f"teacher={teacher_dir}", f"data={data_dir}", f"quadruples.num_objects={qcfg.num_objects}"]
 
-    # 2) calibration: all models at once for a few steps, to size the step budget
-    procs = {m: launch(m, args.config, args.set + base + ABLATIONS[m] + [
-        f"out={work / 'calib' / m}", "train.steps=1000000", "train.log_every=1", "train.checkpoint_every_s=0",
-        "train.tensorboard=false"], work / f"calib_{m}.log", ["--stop-after", str(args.calib_steps)])
-        for m in models}
-    rc = wait_all(procs, max(60.0, clock.left() - args.eval_reserve))
-    step_s = {}
-    for m in models:
-        rows = read_metrics(work / "calib" / m)
-        tail = [r["step_s"] for r in rows[len(rows) // 2:]]
-        if rc[m] != 0 or not tail:
-            print((work / f"calib_{m}.log").read_text()[-3000:])
-            raise SystemExit(f"pipeline: calibration of {m} failed (rc {rc[m]})")
-        step_s[m] = statistics.median(tail)
-    slowest = max(step_s.values())
-    train_time = clock.left() - args.eval_reserve - 25.0  # 25 s: process start-up and data loading
-    steps = max(args.min_steps, int(train_time / (slowest * 1.08)))
-    if args.max_steps:
-        steps = min(steps, args.max_steps)
-    log["calibration"] = {"step_s": step_s, "slowest": slowest, "train_time_s": round(train_time, 1), "steps": steps}
-    clock.mark(f"calibration: step times {step_s}; {steps} steps each in {train_time:.0f} s")
+    # 2) the step budget: a short concurrent calibration measures the slowest model's step time. Without
+    # --total-train-seconds all steps fit this call; with it the budget spans several calls, and plan.json keeps
+    # it so that every later call resumes the same runs towards the same step count.
+    overrides = {m: ablation_overrides(m, qcfg.extra_views) for m in models}
+    plan_path = work / "plan.json"
+    plan_key = {"models": models, "config": str(args.config), "set": args.set, "objects": qcfg.num_objects}
+    plan = json.loads(plan_path.read_text()) if plan_path.is_file() else None
+    if plan is not None and plan.get("key") != plan_key:
+        raise SystemExit(f"pipeline: {plan_path} belongs to another run ({plan.get('key')}); use another --work")
+    if plan is None:
+        step_s = calibrate(models, args, base, overrides, work, clock) if args.steps is None else {}
+        if args.steps is not None:
+            steps = args.steps
+        else:
+            slowest = max(step_s.values())
+            budget = args.total_train_seconds or (clock.left() - args.eval_reserve - 25.0)  # 25 s: start-up
+            steps = max(args.min_steps, int(budget / (slowest * 1.08)))
+        if args.max_steps:
+            steps = min(steps, args.max_steps)
+        plan = {"key": plan_key, "steps": steps, "step_s": step_s}
+        if args.total_train_seconds:
+            plan_path.write_text(json.dumps(plan, indent=2) + "\n")
+    steps = int(plan["steps"])
+    train_time = clock.left() - args.eval_reserve - 25.0
+    log["calibration"] = {"step_s": plan["step_s"], "train_time_s": round(train_time, 1), "steps": steps}
+    clock.mark(f"step budget: {steps} steps each (step times {plan['step_s']}); {train_time:.0f} s in this call")
 
-    # 3) the real runs: same steps, same batch, same data; a wall-clock cap as a safety net
-    cap = max(30.0, train_time * 1.15)
+    # 3) the real runs: same steps, same batch, same data; a wall-clock cap per call as a safety net (a run that
+    # reaches it checkpoints and resumes in the next call)
+    cap = max(30.0, train_time * (1.0 if args.total_train_seconds else 1.15))
     t_train = time.perf_counter()
-    procs = {m: launch(m, args.config, args.set + base + ABLATIONS[m] + [
+    procs = {m: launch(m, args.config, args.set + base + overrides[m] + [
         f"out={work / 'runs' / m}", f"train.steps={steps}", f"train.max_time_s={cap:.0f}"],
         work / f"train_{m}.log") for m in models}
     rc = wait_all(procs, clock.left() - args.eval_reserve + 20.0)
@@ -194,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print((work / f"train_{m}.log").read_text()[-3000:])
     log["training"] = {"wall_s": round(time.perf_counter() - t_train, 1), "steps": steps, "runs": runs}
     clock.mark(f"training done: {json.dumps({m: (r['steps_done'], r['finished']) for m, r in runs.items()})}")
+    if args.total_train_seconds and not all(r["finished"] for r in runs.values()):
+        print("pipeline: training unfinished; run the same command again (same --work) to continue")
+        return 3
 
     # 4) evaluation on held-out objects, the same set for every model
     from dd3g_sdk.model import PEPD
@@ -262,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                "default_fp16_inference": fp16_eval["inference"], "examples": pics,
                "models": {m: {"metrics": r["metrics"], "inference": r["inference"], "training": r["training"]}
                           for m, r in results.items()},
-               "ablations": ABLATIONS, "timeline": clock.events}
+               "ablations": overrides, "timeline": clock.events}
     (res_dir / "distill_ablation.json").write_text(json.dumps(summary, indent=2) + "\n")
     (res_dir / "pipeline_log.json").write_text(json.dumps(log, indent=2) + "\n")
     with tarfile.open(out / "distill_results.tar", "w") as tar:

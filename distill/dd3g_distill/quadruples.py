@@ -9,7 +9,9 @@ For object k of a split of the procedural world (dd3g_distill.data.world):
     C    the teacher's cameras (its view set at the teacher's resolution): viewmats [V,4,4], Ks [V,3,3];
     OI   the teacher's deterministic DDIM ODE from N, conditioned on II: [V,3,h,w] in 0..1.
 Each shard also stores the ground-truth renders at C (`gt`, `gt_mask`), which the "3D data only" baseline
-trains on and which distillation never reads.
+trains on and which distillation never reads, and, with `extra_views` E > 0, ground truth at E more cameras per
+object (`extra_*`, seeded by the object: see `extra_cameras`): 3D data gives any view for free, and without
+views other than C the Gaussians' depth is not learned (docs/distill.md, "What limits the students").
 
 Layout of a quadruple folder:
     shard_00000.safetensors   tensors below, one row per object (uint8 images, float32 noise and cameras)
@@ -17,7 +19,8 @@ Layout of a quadruple folder:
     manifest.json             written once every shard is done: config, teacher, shards with sha256
 Tensors: index [n] int64 (object k), seed [n] int64, noise [n,V,3,h,w] f32, viewmats [n,V,4,4] f32,
 Ks [n,V,3,3] f32, image [n,3,S,S] u8 (II as PEPD reads it), cond_image [n,3,S,S] u8 (II as the teacher reads it),
-oi [n,V,3,h,w] u8, gt [n,V,3,h,w] u8, gt_mask [n,V,1,h,w] u8 (coverage).
+oi [n,V,3,h,w] u8, gt [n,V,3,h,w] u8, gt_mask [n,V,1,h,w] u8 (coverage); with E extra views also
+extra_viewmats [n,E,4,4] f32, extra_Ks [n,E,3,3] f32, extra_gt [n,E,3,h,w] u8, extra_mask [n,E,1,h,w] u8.
 
 Resumable: a shard whose sidecar matches its file's sha256 and the config is skipped. Splits across
 processes by shard index: shard i belongs to rank i % world (RANK / WORLD_SIZE from torchrun, or --shard r/n).
@@ -44,6 +47,10 @@ from dd3g_sdk.errors import InputError
 
 FORMAT = "dd3g-quadruples/v1"
 SHARD_KEYS = ("index", "seed", "noise", "viewmats", "Ks", "image", "cond_image", "oi", "gt", "gt_mask")
+EXTRA_KEYS = ("extra_viewmats", "extra_Ks", "extra_gt", "extra_mask")
+# Elevation range of the extra ground-truth cameras (degrees): below and well above the teacher's ring, short of
+# the pole (where an up vector of +y degenerates); the evaluation's novel cameras (5 and 35 degrees) lie inside.
+EXTRA_ELEVATION_DEG = (-5.0, 50.0)
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,7 @@ class QuadrupleConfig:
     image_size: int = 64  # II side (the PEPD input size)
     input_render_size: int = 256  # view 0 is rendered at this size as RGBA, then preprocessed down to image_size
     supersample: int = 2  # anti-aliasing of the ground-truth renders at C
+    extra_views: int = 0  # ground truth at this many more cameras per object (the "3D data only" baseline's)
 
     def __post_init__(self) -> None:
         from .data.world import SPLITS
@@ -69,8 +77,12 @@ class QuadrupleConfig:
                      "supersample"):
             if getattr(self, name) < 1:
                 raise ValueError(f"QuadrupleConfig.{name} must be >= 1")
-        if self.first_index < 0 or self.seed_offset < 0:
-            raise ValueError("QuadrupleConfig.first_index and seed_offset must be >= 0")
+        if self.first_index < 0 or self.seed_offset < 0 or self.extra_views < 0:
+            raise ValueError("QuadrupleConfig.first_index, seed_offset and extra_views must be >= 0")
+
+    def keys(self) -> tuple[str, ...]:
+        """The tensors of a shard made with this config."""
+        return SHARD_KEYS + (EXTRA_KEYS if self.extra_views else ())
 
 
 # ---- distributed helpers (no process group needed: sharding is by index) -----------------------------------
@@ -192,6 +204,26 @@ def to_u8(x) -> np.ndarray:
     return (np.clip(np.asarray(x, np.float32), 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
+def extra_cameras(split: str, k: int, count: int, like) -> tuple[np.ndarray, np.ndarray]:
+    """`count` cameras of object `k` for extra ground truth: (viewmats [count,4,4], Ks [count,3,3]) float32.
+
+    Azimuth uniform in [0, 360) and elevation uniform in EXTRA_ELEVATION_DEG (degrees), looking at the origin from
+    the distance of camera `like` (a `dd3g_sdk.cameras.Camera`, the teacher's view 0) with its intrinsics. A pure
+    function of (split, k): the same object always gets the same cameras, whatever the shard or process.
+    """
+    from dd3g_sdk.cameras import Camera, look_at, stack_intrinsics, stack_viewmats
+
+    from .data.world import object_seed
+
+    rng = np.random.default_rng([object_seed(split, int(k)), 0xE7])
+    az = np.radians(rng.uniform(0.0, 360.0, count))
+    el = np.radians(rng.uniform(*EXTRA_ELEVATION_DEG, count))
+    r = float(np.linalg.norm(like.position))
+    cams = [Camera(look_at(r * np.array([np.cos(e) * np.sin(a), np.sin(e), np.cos(e) * np.cos(a)])),
+                   like.fx, like.fy, like.cx, like.cy, like.width, like.height) for a, e in zip(az, el)]
+    return stack_viewmats(cams), stack_intrinsics(cams)
+
+
 def teacher_cameras(teacher) -> tuple[np.ndarray, np.ndarray]:
     """The teacher's cameras C: (viewmats [V,4,4], Ks [V,3,3]) float32 at its sample resolution."""
     from dd3g_sdk.cameras import stack_intrinsics, stack_viewmats
@@ -225,11 +257,18 @@ def make_shard(cfg: QuadrupleConfig, teacher, indices: Sequence[int], device=Non
             out = teacher.ode(n, teacher.condition(ci), steps=cfg.ode_steps)
         oi.append(out.float().clamp(0, 1).cpu().numpy())
     n = len(indices)
-    return {
+    arrays = {
         "index": np.asarray(indices, np.int64), "seed": np.asarray(seeds, np.int64), "noise": noise,
         "viewmats": np.broadcast_to(vm, (n, *vm.shape)).copy(), "Ks": np.broadcast_to(K, (n, *K.shape)).copy(),
-        "image": to_u8(img), "cond_image": to_u8(cond_img), "oi": to_u8(np.concatenate(oi)), "gt": to_u8(gt), "gt_mask": to_u8(gt_mask),
+        "image": to_u8(img), "cond_image": to_u8(cond_img), "oi": to_u8(np.concatenate(oi)), "gt": to_u8(gt),
+        "gt_mask": to_u8(gt_mask),
     }
+    if cfg.extra_views:
+        cams = [extra_cameras(cfg.split, k, cfg.extra_views, teacher.views[0]) for k in indices]
+        evm, eK = np.stack([c[0] for c in cams]), np.stack([c[1] for c in cams])
+        egt, emask, _ = render_ground_truth(cfg.split, indices, evm, eK, h, cfg.supersample, device)
+        arrays.update(extra_viewmats=evm, extra_Ks=eK, extra_gt=to_u8(egt), extra_mask=to_u8(emask))
+    return arrays
 
 
 def generate_quadruples(cfg: QuadrupleConfig, out_dir: str | os.PathLike, teacher, device=None,
@@ -264,7 +303,7 @@ def generate_quadruples(cfg: QuadrupleConfig, out_dir: str | os.PathLike, teache
             break
         first, count = shard_range(cfg, i)
         arrays = make_shard(cfg, teacher, range(first, first + count), device)
-        blob = save({k: np.ascontiguousarray(arrays[k]) for k in SHARD_KEYS},
+        blob = save({k: np.ascontiguousarray(arrays[k]) for k in cfg.keys()},
                     # one metadata key: safetensors writes its metadata map in no fixed order, and shards
                     # must be byte-identical for the same inputs
                     metadata={"dd3g": json.dumps({"format": FORMAT, "config_hash": chash})})
@@ -355,7 +394,7 @@ class QuadrupleSet:
 
     @classmethod
     def load(cls, root: str | os.PathLike, device=None, verify: bool = True,
-             keys: Sequence[str] = SHARD_KEYS) -> "QuadrupleSet":
+             keys: Sequence[str] | None = None) -> "QuadrupleSet":
         import torch
         from safetensors.numpy import load_file
 
@@ -369,6 +408,8 @@ class QuadrupleSet:
             raise InputError(mpath, f"not valid JSON ({e})") from None
         if manifest.get("format") != FORMAT:
             raise InputError(mpath, f"format {manifest.get('format')!r} is not {FORMAT!r}")
+        if keys is None:  # everything the shards were made with
+            keys = SHARD_KEYS + (EXTRA_KEYS if manifest.get("config", {}).get("extra_views") else ())
         parts: dict[str, list] = {k: [] for k in keys}
         for s in manifest["shards"]:
             p = root / s["file"]

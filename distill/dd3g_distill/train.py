@@ -48,7 +48,7 @@ from dd3g_sdk.errors import InputError
 
 from .evaluate import EvalConfig
 from .losses import LossConfig, draw_sds_noise, explicit_terms, sds_terms, sigmoid_ramp, teacher_mask
-from .quadruples import QuadrupleConfig, QuadrupleSet
+from .quadruples import EXTRA_KEYS, QuadrupleConfig, QuadrupleSet
 
 log = logging.getLogger("dd3g_distill")
 
@@ -60,6 +60,7 @@ class TrainConfig:
     """Optimisation settings. Steps and batch sizes are global (summed over DDP ranks)."""
     init_from_teacher: bool = True  # representation alignment: Phase 1 starts from the teacher's weights
     target: str = "teacher"  # explicit-supervision target: "teacher" (OI, distillation) or "gt" (3D data only)
+    extra_views: int = 0  # with target "gt": also supervise at this many of the stored extra ground-truth cameras
     steps: int = 20000
     batch_size: int = 16  # global batch; must divide by the number of ranks
     lr: float = 3e-4
@@ -83,6 +84,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.target not in ("teacher", "gt"):
             raise ValueError(f"TrainConfig.target must be 'teacher' or 'gt', got {self.target!r}")
+        if self.extra_views and self.target != "gt":
+            # extra cameras carry ground truth: a distilled model reading them would no longer be distilled
+            raise ValueError("TrainConfig.extra_views needs target 'gt' (the teacher has no views beyond C)")
+        if self.extra_views < 0:
+            raise ValueError("TrainConfig.extra_views must be >= 0")
         for name in ("steps", "batch_size", "log_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainConfig.{name} must be >= 1")
@@ -490,14 +496,22 @@ def loss_terms(model, batch: dict, cfg: DistillConfig, step: int, teacher=None, 
 
     batch: image [B,3,S,S] 0..1, noise [B,V,3,h,w], viewmats [B,V,4,4], Ks [B,V,3,3] (pixels at h), index [B]
     (object ids: they key the SDS draws), oi [B,V,3,h,w] (target "teacher") or gt, gt_mask ("gt"), and
-    cond_image [B,3,S,S] (the teacher's condition, for implicit verification).
+    cond_image [B,3,S,S] (the teacher's condition, for implicit verification); with train.extra_views E also
+    extra_viewmats [B,>=E,4,4], extra_Ks, extra_gt [B,>=E,3,h,w], extra_mask [B,>=E,1,h,w].
+    Explicit terms average over all supervised cameras (C, then the E extra ones); SDS sees the C renders only.
     """
     tc, lc = cfg.train, cfg.loss
     dev = batch["image"].device
     h = int(batch["noise"].shape[-1])
+    V, E = int(batch["viewmats"].shape[1]), tc.extra_views
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=autocast):
         out = model(batch["image"], batch["noise"], batch["viewmats"])
-    rgb, alpha = render_batch(out, batch["viewmats"], batch["Ks"], h, h)
+    vm, Ks = batch["viewmats"], batch["Ks"]
+    if E:
+        vm = torch.cat([vm, batch["extra_viewmats"][:, :E]], 1)
+        Ks = torch.cat([Ks, batch["extra_Ks"][:, :E]], 1)
+    rgb_all, alpha_all = render_batch(out, vm, Ks, h, h)
+    rgb = rgb_all[:, :V]
     terms: dict[str, Tensor] = {}
     total = rgb.new_zeros(())
     if lc.explicit:
@@ -505,8 +519,12 @@ def loss_terms(model, batch: dict, cfg: DistillConfig, step: int, teacher=None, 
             target = batch["oi"]
             mask = teacher_mask(target.flatten(0, 1), lc.mask_threshold)
         else:
-            target, mask = batch["gt"], batch["gt_mask"].flatten(0, 1)
-        e = explicit_terms(rgb.flatten(0, 1), alpha.flatten(0, 1), target.flatten(0, 1), mask)
+            target, mask = batch["gt"], batch["gt_mask"]
+            if E:
+                target = torch.cat([target, batch["extra_gt"][:, :E]], 1)
+                mask = torch.cat([mask, batch["extra_mask"][:, :E]], 1)
+            mask = mask.flatten(0, 1)
+        e = explicit_terms(rgb_all.flatten(0, 1), alpha_all.flatten(0, 1), target.flatten(0, 1), mask)
         terms.update(e)
         total = total + lc.w_mse * e["mse"] + lc.w_ssim * e["ssim"] + lc.w_mask * e["mask"]
     sds_w = 0.0
@@ -605,7 +623,12 @@ def train(cfg: DistillConfig, *, teacher=None, data: QuadrupleSet | None = None,
     steps_per_epoch = len(sampler) // local_batch
     autocast = dev.type == "cuda" and tc.bf16
     keys = ["image", "noise", "viewmats", "Ks", "index"] + (["oi"] if tc.target == "teacher" else ["gt", "gt_mask"]) \
-        + (["cond_image"] if lc.implicit else [])
+        + (["cond_image"] if lc.implicit else []) + (list(EXTRA_KEYS) if tc.extra_views else [])
+    if tc.extra_views:
+        stored = int(data.t["extra_gt"].shape[1]) if "extra_gt" in data.t else 0
+        if stored < tc.extra_views:
+            raise InputError(cfg.data, f"train.extra_views is {tc.extra_views} but the quadruples hold {stored} extra "
+                                       f"views per object (set quadruples.extra_views and regenerate)")
     epoch_cache: tuple[int, list[int]] | None = None
     last_save = time.monotonic()
     t_start = time.perf_counter()
@@ -641,8 +664,8 @@ def train(cfg: DistillConfig, *, teacher=None, data: QuadrupleSet | None = None,
                 names = sorted(terms)
                 now = time.monotonic()
                 want_save = dist.is_main and tc.checkpoint_every_s > 0 and now - last_save >= tc.checkpoint_every_s
-                over_time = dist.is_main and tc.max_time_s > 0 and trained_s + (time.perf_counter() - t_start) \
-                    >= tc.max_time_s
+                # per process, as documented: a resumed run gets the whole allowance again
+                over_time = dist.is_main and tc.max_time_s > 0 and time.perf_counter() - t_start >= tc.max_time_s
                 vec = torch.stack([terms[n].detach().float() for n in names] + [grad_norm.detach().float()]
                                   + [torch.tensor(float(v), device=dev) for v in (stop.flag or over_time, want_save)])
                 if dist.world > 1:

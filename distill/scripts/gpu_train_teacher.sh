@@ -2,6 +2,8 @@
 # One device call (GPU host, see shared/gpu-env/README.md): train the teacher with a time limit, export it in fp16,
 # evaluate it and pack everything into $OUT (parts of 15 MB).
 #   run(command=". .gpu/install.sh && CFG=configs/teacher_procworld.json TL=490 bash distill/scripts/gpu_train_teacher.sh", carry=[".gpu"])
+#   continue from the committed weights (fresh optimiser and schedule; see the teacher card):
+#   INIT=distill/dd3g_distill/teachers/procworld-mv64 CFG=configs/teacher_procworld_continue.json TL=400 GUIDANCE=1 ...
 # Join on this machine: cat pack.tar.part_* | tar xf -
 set -o pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/sdk:$PWD/distill:$PWD/export:$PYTHONPATH
@@ -10,8 +12,8 @@ R=runs/teacher
 mkdir -p $T /tmp/res
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv 2>&1 | tee -a $OUT/run.log
 python3 -m dd3g_distill.train_teacher --config ${CFG:-configs/teacher_procworld.json} --run $R \
-  --time-limit ${TL:-430} --export $T 2>&1 | grep -v "accelerate\|^\`\`\`\|^\.$\|^$" | tr '\r' '\n' | tee -a $OUT/run.log
-python3 -m dd3g_distill.eval_teacher --teacher $T --count ${N:-64} --steps ${STEPS:-50} --guidance 1,2,3 --batch 64 \
+  --time-limit ${TL:-430} ${INIT:+--init-from $INIT} --export $T 2>&1 | grep -v "accelerate\|^\`\`\`\|^\.$\|^$" | tr '\r' '\n' | tee -a $OUT/run.log
+python3 -m dd3g_distill.eval_teacher --teacher $T --count ${N:-64} --steps ${STEPS:-50} --guidance ${GUIDANCE:-1,2,3} --batch 64 \
   --json /tmp/res/teacher_procworld.json --grid /tmp/res/teacher_procworld.png 2>&1 | grep -v "accelerate\|^\`\`\`\|^\.$\|^$" | tee -a $OUT/run.log
 cp /tmp/res/teacher_procworld.json /tmp/res/teacher_procworld.png $OUT/ 2>/dev/null
 # the newest checkpoint travels too, so that a later command can resume the run

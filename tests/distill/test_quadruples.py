@@ -121,3 +121,36 @@ def test_missing_manifest_is_reported_with_the_folder(tmp_path):
 
     with pytest.raises(InputError, match="manifest.json"):
         QuadrupleSet.load(tmp_path)
+
+
+def test_extra_views_hold_ground_truth_at_seeded_cameras(world):
+    """Extra ground-truth cameras: a pure function of the object, on the teacher's sphere looking at the origin,
+    inside the stated elevation range, and the stored renders are the world's renders at those cameras."""
+    from dd3g_distill.quadruples import (EXTRA_ELEVATION_DEG, QuadrupleSet, extra_cameras, render_ground_truth,
+                                         to_u8)
+
+    teacher, cfg, root, _ = world
+    q = cfg.quadruples
+    assert q.extra_views == 2
+    cam0 = teacher.views[0]
+    vm, K = extra_cameras(q.split, 5, q.extra_views, cam0)
+    vm2, _ = extra_cameras(q.split, 5, q.extra_views, cam0)
+    np.testing.assert_array_equal(vm, vm2)
+    assert not np.allclose(vm, extra_cameras(q.split, 6, q.extra_views, cam0)[0])
+    r = float(np.linalg.norm(cam0.position))
+    for m in extra_cameras(q.split, 3, 64, cam0)[0].astype(np.float64):
+        centre = -m[:3, :3].T @ m[:3, 3]
+        assert abs(np.linalg.norm(centre) - r) < 1e-4
+        origin_cam = m[:3, 3]  # the world origin in camera coordinates: straight ahead
+        assert abs(origin_cam[0]) < 1e-4 and abs(origin_cam[1]) < 1e-4 and origin_cam[2] > 0
+        el = np.degrees(np.arcsin(centre[1] / r))
+        assert EXTRA_ELEVATION_DEG[0] - 1e-3 <= el <= EXTRA_ELEVATION_DEG[1] + 1e-3
+    np.testing.assert_allclose(K, np.broadcast_to(cam0.K.astype(np.float32), K.shape))
+    t = QuadrupleSet.load(root / "a").t
+    assert t["extra_gt"].shape == (q.num_objects, q.extra_views, 3, 16, 16)
+    np.testing.assert_array_equal(t["extra_viewmats"][5].numpy(), vm)
+    gt, mask, _ = render_ground_truth(q.split, [5], vm, K, 16, q.supersample)
+    # rendered in a batch of objects there: the last bit of a float may differ, never more than 1/255
+    assert np.abs(t["extra_gt"][5].numpy().astype(int) - to_u8(gt[0]).astype(int)).max() <= 1
+    assert np.abs(t["extra_mask"][5].numpy().astype(int) - to_u8(mask[0]).astype(int)).max() <= 1
+    assert t["extra_mask"].float().mean() > 0.02  # the object is in view

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from dd3g_sdk.errors import InputError
+
 from distill_helpers import CONFIG, ROOT, tiny_setup  # noqa: E402,F401
 
 
@@ -58,6 +60,44 @@ def test_each_explicit_term_is_lowered_by_one_step(tiny, tmp_path, term):
     assert info["loaded"] > 0 and info["skipped"] == 0  # representation alignment: all teacher tensors fit
     before, after = _one_step(model, data.batch([0, 1, 2, 3]), cfg, teacher)
     assert after[term] < before[term], (term, before[term].item(), after[term].item())
+
+
+def test_extra_ground_truth_views_are_supervised(tiny, tmp_path):
+    """With train.extra_views the explicit terms also cover the extra cameras: the loss is the mean over C and the
+    extra views (checked against renders at each set separately), and one step lowers it."""
+    from dd3g_distill.losses import explicit_terms
+    from dd3g_distill.train import build_model, loss_terms, render_batch
+
+    teacher, data, tdir, ddir = tiny
+    cfg = _cfg(tdir, ddir, tmp_path, "train.target=gt", "train.extra_views=2", "loss.implicit=false",
+               "train.init_from_teacher=false")
+    model, _ = build_model(cfg, teacher)
+    batch = data.batch([0, 1, 2, 3])
+    _, terms, _ = loss_terms(model, batch, cfg, step=0)
+    with torch.no_grad():
+        g = model(batch["image"], batch["noise"], batch["viewmats"])
+        parts = []
+        for vm, K, gt, m in ((batch["viewmats"], batch["Ks"], batch["gt"], batch["gt_mask"]),
+                             (batch["extra_viewmats"], batch["extra_Ks"], batch["extra_gt"], batch["extra_mask"])):
+            rgb, a = render_batch(g, vm, K, 16, 16)
+            parts.append(explicit_terms(rgb.flatten(0, 1), a.flatten(0, 1), gt.flatten(0, 1), m.flatten(0, 1))["mse"])
+    v, e = batch["viewmats"].shape[1], batch["extra_viewmats"].shape[1]
+    torch.testing.assert_close(terms["mse"].detach(), (v * parts[0] + e * parts[1]) / (v + e), rtol=1e-4, atol=1e-7)
+    assert abs(parts[0] - parts[1]) > 1e-4  # the extra views are other images, not a copy of C
+    before, after = _one_step(model, batch, cfg, None)
+    assert after["total"] < before["total"]
+
+
+def test_extra_views_need_ground_truth_and_stored_views(tiny, tmp_path):
+    from dd3g_distill.train import train
+
+    teacher, data, tdir, ddir = tiny
+    with pytest.raises(ValueError, match="extra_views needs target 'gt'"):
+        _cfg(tdir, ddir, tmp_path, "train.extra_views=2")
+    cfg = _cfg(tdir, ddir, tmp_path, "train.target=gt", "train.extra_views=3", "loss.implicit=false",
+               "train.init_from_teacher=false")
+    with pytest.raises(InputError, match="hold 2 extra views"):
+        train(cfg, data=data, progress=False)
 
 
 class AnalyticVerifier(torch.nn.Module):
