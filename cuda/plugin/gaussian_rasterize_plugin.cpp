@@ -7,13 +7,21 @@
 // The plugin asks TensorRT for the library's workspace (getWorkspaceSize at the profile's maximum N and C) and
 // enqueue() only enqueues: no allocation, no synchronisation.
 //
-// Built by the top-level CMakeLists.txt with -DDD3G_BUILD_TRT_PLUGIN=ON -DTENSORRT_ROOT=<TensorRT or TensorRT-RTX>.
-// Load with IPluginRegistry::loadLibrary (it calls getCreators) or call dd3gRegisterTrtPlugin().
+// Built by the top-level CMakeLists.txt with -DDD3G_BUILD_TRT_PLUGIN=ON -DTENSORRT_ROOT=<folder with include/>
+// (cuda/plugin/build_plugin.sh). It needs TensorRT's headers only: it implements interfaces and calls no TensorRT
+// function, so it links no TensorRT library, and one build serves TensorRT (libnvinfer) and TensorRT-RTX
+// (libtensorrt_rtx) alike. Entry points (extern "C"):
+//   getCreators, setLoggerFinder     what IPluginRegistry::loadLibrary (Python: registry.load_library) looks up
+//                                    (getPluginCreators, the entry point for V2 creators, is not provided)
+//   dd3gRegisterTrtPlugin(registry)  for applications that link this library: pass getPluginRegistry()
+// DD3G_PLUGIN_TRACE=1 prints one "[dd3g plugin] C++ ..." line per callback to stderr (to locate a failure).
 #include <NvInferRuntime.h>
 #include <cuda_runtime_api.h>
 
+#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -29,6 +37,39 @@ constexpr char const* kVersion = "1";
 constexpr char const* kNamespace = "dd3g";
 constexpr int32_t kInputs = 8;
 constexpr int32_t kOutputs = 3;
+
+// ---- diagnostics. Errors go to stderr, not to the ILogger behind setLoggerFinder's ILoggerFinder: that class
+// changed its layout between TensorRT 10 (a plain class) and 11 (an IVersionedInterface), so a call through it
+// would only be right where the headers match the loading TensorRT. DD3G_PLUGIN_TRACE=1 adds one line per call.
+bool traceOn() {
+    static bool const on = [] {
+        char const* v = std::getenv("DD3G_PLUGIN_TRACE");
+        return v != nullptr && *v != '\0' && std::strcmp(v, "0") != 0;
+    }();
+    return on;
+}
+
+void printLine(char const* prefix, char const* fmt, va_list ap) {
+    char line[1024];
+    std::vsnprintf(line, sizeof(line), fmt, ap);
+    std::fprintf(stderr, "%s%s\n", prefix, line);
+    std::fflush(stderr);
+}
+
+__attribute__((format(printf, 1, 2))) void trace(char const* fmt, ...) {
+    if (!traceOn()) return;
+    va_list ap;
+    va_start(ap, fmt);
+    printLine("[dd3g plugin] C++ ", fmt, ap);
+    va_end(ap);
+}
+
+__attribute__((format(printf, 1, 2))) void logError(char const* fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    printLine("dd3g::GaussianRasterize: ", fmt, ap);
+    va_end(ap);
+}
 
 struct Attributes {
     int32_t width = 1, height = 1;
@@ -91,9 +132,11 @@ class GaussianRasterizePlugin : public IPluginV3, public IPluginV3OneCore, publi
                                 public IPluginV3OneRuntime {
 public:
     explicit GaussianRasterizePlugin(Attributes const& a) : mAttr(a) { buildSerialFields(); }
+    ~GaussianRasterizePlugin() override { trace("~plugin %p", static_cast<void*>(this)); }
 
     // ---- IPluginV3
     IPluginCapability* getCapabilityInterface(PluginCapabilityType type) noexcept override {
+        trace("getCapabilityInterface %d", static_cast<int>(type));
         switch (type) {
             case PluginCapabilityType::kBUILD: return static_cast<IPluginV3OneBuild*>(this);
             case PluginCapabilityType::kRUNTIME: return static_cast<IPluginV3OneRuntime*>(this);
@@ -108,6 +151,7 @@ public:
             p->mC = mC;
             p->mK = mK;
             p->mHalf = mHalf;
+            trace("clone %p -> %p", static_cast<void*>(this), static_cast<void*>(p));
             return p;
         } catch (...) {
             return nullptr;
@@ -124,11 +168,13 @@ public:
 
     int32_t configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const*,
                             int32_t nbOutputs) noexcept override {
+        trace("configurePlugin inputs=%d outputs=%d", nbInputs, nbOutputs);
         return (in != nullptr && nbInputs == kInputs && nbOutputs == kOutputs) ? 0 : -1;
     }
 
     int32_t getOutputDataTypes(DataType* outputTypes, int32_t nbOutputs, DataType const*, int32_t nbInputs)
         const noexcept override {
+        trace("getOutputDataTypes inputs=%d outputs=%d", nbInputs, nbOutputs);
         if (nbOutputs != kOutputs || nbInputs != kInputs) return -1;
         for (int32_t i = 0; i < kOutputs; ++i) outputTypes[i] = DataType::kFLOAT;
         return 0;
@@ -136,6 +182,7 @@ public:
 
     int32_t getOutputShapes(DimsExprs const* inputs, int32_t nbInputs, DimsExprs const*, int32_t,
                             DimsExprs* outputs, int32_t nbOutputs, IExprBuilder& b) noexcept override {
+        trace("getOutputShapes inputs=%d outputs=%d", nbInputs, nbOutputs);
         if (nbInputs != kInputs || nbOutputs != kOutputs || inputs[5].nbDims != 3) return -1;
         int32_t const last[kOutputs] = {3, 1, 1};
         for (int32_t i = 0; i < kOutputs; ++i) {
@@ -152,6 +199,8 @@ public:
                                    int32_t nbOutputs) noexcept override {
         if (nbInputs != kInputs || nbOutputs != kOutputs || pos < 0 || pos >= kInputs + kOutputs) return false;
         PluginTensorDesc const& d = inOut[pos].desc;
+        trace("supportsFormatCombination pos=%d type=%d format=%d", pos, static_cast<int>(d.type),
+              static_cast<int>(d.format));
         if (d.format != TensorFormat::kLINEAR) return false;
         if (pos == 0) return d.type == DataType::kFLOAT || d.type == DataType::kHALF;
         if (pos < 5) return d.type == inOut[0].desc.type;  // Gaussian attributes share the dtype of means
@@ -164,16 +213,20 @@ public:
         dd3g_raster_config cfg = makeConfig(mAttr, inputs[0].max.d[0], (int32_t)inputs[5].max.d[0],
                                             (int32_t)inputs[4].max.d[1], inputs[0].desc.type == DataType::kHALF);
         size_t bytes = 0;
-        if (dd3g_raster_workspace_size(&cfg, &bytes) != DD3G_SUCCESS) {
-            fprintf(stderr, "dd3g::GaussianRasterize: workspace query failed: %s\n", dd3g_raster_last_error());
+        int const st = dd3g_raster_workspace_size(&cfg, &bytes);
+        if (st != DD3G_SUCCESS) {
+            logError("workspace query failed: %s %s", dd3g_raster_status_string(st), dd3g_raster_last_error());
             return 0;
         }
+        trace("getWorkspaceSize N=%lld C=%d K=%d half=%d -> %zu bytes", static_cast<long long>(cfg.num_gaussians),
+              cfg.num_cameras, cfg.sh_coeffs, static_cast<int>(cfg.dtype == DD3G_FLOAT16), bytes);
         return bytes;
     }
 
     // ---- IPluginV3OneRuntime
     int32_t onShapeChange(PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const*,
                           int32_t nbOutputs) noexcept override {
+        trace("onShapeChange inputs=%d outputs=%d", nbInputs, nbOutputs);
         if (nbInputs != kInputs || nbOutputs != kOutputs) return -1;
         mN = in[0].dims.d[0];
         mK = (int32_t)in[4].dims.d[1];
@@ -184,6 +237,7 @@ public:
 
     int32_t enqueue(PluginTensorDesc const*, PluginTensorDesc const*, void const* const* inputs,
                     void* const* outputs, void* workspace, cudaStream_t stream) noexcept override {
+        trace("enqueue N=%lld C=%d K=%d", static_cast<long long>(mN), mC, mK);
         dd3g_raster_config cfg = makeConfig(mAttr, mN, mC, mK, mHalf);
         size_t bytes = 0;
         if (dd3g_raster_workspace_size(&cfg, &bytes) != DD3G_SUCCESS) return -1;
@@ -202,15 +256,21 @@ public:
         buf.depth = static_cast<float*>(outputs[2]);
         int st = dd3g_raster_forward(&cfg, &buf, workspace, bytes, stream);
         if (st != DD3G_SUCCESS) {
-            fprintf(stderr, "dd3g::GaussianRasterize: %s %s\n", dd3g_raster_status_string(st), dd3g_raster_last_error());
+            logError("%s %s", dd3g_raster_status_string(st), dd3g_raster_last_error());
             return -1;
         }
         return 0;
     }
 
-    IPluginV3* attachToContext(IPluginResourceContext*) noexcept override { return clone(); }
+    IPluginV3* attachToContext(IPluginResourceContext*) noexcept override {
+        trace("attachToContext");
+        return clone();
+    }
 
-    PluginFieldCollection const* getFieldsToSerialize() noexcept override { return &mFC; }
+    PluginFieldCollection const* getFieldsToSerialize() noexcept override {
+        trace("getFieldsToSerialize");
+        return &mFC;
+    }
 
 private:
     void buildSerialFields() {
@@ -248,10 +308,17 @@ public:
         mFC.fields = mFields.data();
     }
 
-    IPluginV3* createPlugin(AsciiChar const*, PluginFieldCollection const* fc, TensorRTPhase) noexcept override {
+    IPluginV3* createPlugin(AsciiChar const* name, PluginFieldCollection const* fc,
+                            TensorRTPhase phase) noexcept override {
         try {
             Attributes a = parseFields(fc);
-            if (a.width < 1 || a.height < 1) return nullptr;
+            trace("createPlugin name=%s phase=%d fields=%d -> %dx%d near=%g far=%g eps2d=%g cap=%d tight=%d",
+                  name != nullptr ? name : "(null)", static_cast<int>(phase), fc != nullptr ? fc->nbFields : -1,
+                  a.width, a.height, a.near_plane, a.far_plane, a.eps2d, a.max_intersections, a.tight_tiles);
+            if (a.width < 1 || a.height < 1) {
+                logError("createPlugin: width and height must be >= 1 (got %dx%d)", a.width, a.height);
+                return nullptr;
+            }
             return new GaussianRasterizePlugin(a);
         } catch (...) {
             return nullptr;
@@ -271,19 +338,28 @@ private:
 
 extern "C" {
 
-// Entry point of IPluginRegistry::loadLibrary for IPluginV3 creators.
+// Entry point of IPluginRegistry::loadLibrary for IPluginV3 creators (TensorRT 10 and later, TensorRT-RTX).
 __attribute__((visibility("default"))) nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {
     static dd3g_trt::GaussianRasterizeCreator creator;
     static nvinfer1::IPluginCreatorInterface* const creators[] = {&creator};
     nbCreators = 1;
+    dd3g_trt::trace("getCreators -> 1 creator (%s, version %s, namespace %s)", dd3g_trt::kName, dd3g_trt::kVersion,
+                    dd3g_trt::kNamespace);
     return creators;
 }
 
-// Register with the process-wide registry (for applications that link the plugin library directly).
-__attribute__((visibility("default"))) bool dd3gRegisterTrtPlugin() {
+// Accepted and not used (see "diagnostics" above); one of the documented entry points of a plugin library.
+__attribute__((visibility("default"))) void setLoggerFinder(nvinfer1::ILoggerFinder* finder) {
+    dd3g_trt::trace("setLoggerFinder %p (not used: errors go to stderr)", static_cast<void*>(finder));
+}
+
+// Register with a plugin registry, for applications that link this library: dd3gRegisterTrtPlugin(getPluginRegistry()).
+// The registry is an argument so that this library needs no TensorRT symbol (see the top of the file).
+__attribute__((visibility("default"))) bool dd3gRegisterTrtPlugin(nvinfer1::IPluginRegistry* registry) {
+    if (registry == nullptr) return false;
     int32_t n = 0;
     nvinfer1::IPluginCreatorInterface* const* c = getCreators(n);
-    return getPluginRegistry()->registerCreator(*c[0], dd3g_trt::kNamespace);
+    return registry->registerCreator(*c[0], dd3g_trt::kNamespace);
 }
 
 }  // extern "C"

@@ -6,7 +6,12 @@
 //   2. depth sort   CUB radix sort of C*N (depth key, index) pairs, 32 bits
 //   3. gather+scan  tile counts in depth order -> inclusive prefix sum (int64) = end offset of each Gaussian
 //   4. emit         each Gaussian writes (camera*tiles + tile, index) for its tiles at its offsets; because
-//                   Gaussians are visited in depth order, the list is depth-ordered within every tile
+//                   Gaussians are visited in depth order, the list is depth-ordered within every tile.
+//                   Two writers of the same list (emit_walk.h): per thread (one thread writes its run,
+//                   uncoalesced) and staged (a block of 128 depth-sorted Gaussians stages its contiguous segment
+//                   in shared memory and writes it coalesced). Default (DD3G_RASTER_EMIT=2): staged from
+//                   DD3G_RASTER_STAGED_MIN (camera, Gaussian) pairs up, per thread below, where the staged
+//                   writer measured slower (benchmarks/rasterizer_notes.md, run 3); 0 / 1 force one writer.
 //   5. pad          unused capacity gets a sentinel key (C*tiles) that sorts last
 //   6. tile sort    stable CUB radix sort by tile key over ceil(log2(C*tiles+1)) bits (2 passes for up to
 //                   65535 tiles): depth order inside a tile survives because the sort is stable
@@ -26,7 +31,23 @@
 #include <cstring>
 
 #include "dd3g_raster.h"
+#include "emit_walk.h"
 #include "raster_math.h"
+
+// Which intersection-list writer: 0 = the per-thread writer, 1 = staged in shared memory with coalesced stores,
+// 2 = by size (default): staged when C*N >= DD3G_RASTER_STAGED_MIN. Both write the same list
+// (tests/cuda/test_emit_twin.py, and bit-identical images on the GPU); 0 and 1 exist to time and test each.
+#ifndef DD3G_RASTER_EMIT
+#define DD3G_RASTER_EMIT 2
+#endif
+#if DD3G_RASTER_EMIT != 0 && DD3G_RASTER_EMIT != 1 && DD3G_RASTER_EMIT != 2
+#error "DD3G_RASTER_EMIT must be 0 (per-thread writer), 1 (staged, coalesced writer) or 2 (by size)"
+#endif
+// H200, run 3: staged was 9-12 % faster at 1.6M and 8M (camera, Gaussian) pairs, equal at 1M, and 22-93 % slower
+// at 65k and 16k; the switch sits just above the tie.
+#ifndef DD3G_RASTER_STAGED_MIN
+#define DD3G_RASTER_STAGED_MIN (1u << 20)
+#endif
 
 namespace {
 
@@ -238,6 +259,7 @@ __global__ void k_gather_counts(uint32_t CN, const uint32_t* __restrict__ sorted
     if (k < CN) out[k] = counts[sorted_idx[k]];
 }
 
+#if DD3G_RASTER_EMIT != 1
 // Rebuild the Projected fields that tight_row reads from what k_project stored.
 __device__ __forceinline__ dd3g::Projected load_projected(const float4* pa, const float4* pb, const ushort4* rects,
                                                           uint32_t i) {
@@ -251,6 +273,7 @@ __device__ __forceinline__ dd3g::Projected load_projected(const float4* pa, cons
     return p;
 }
 
+// The original writer: one thread per depth-sorted Gaussian writes its whole run (uncoalesced stores).
 __global__ void __launch_bounds__(256)
 k_emit(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight, int64_t capacity,
        const uint32_t* __restrict__ sorted_idx, const long long* __restrict__ counts,
@@ -259,29 +282,66 @@ k_emit(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight, int6
        uint32_t* __restrict__ ivals) {
     uint32_t k = blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= CN) return;
-    long long n = counts[k];
-    if (n == 0) return;
-    long long pos = ends[k] - n, end = ends[k];
-    if (pos >= capacity) return;
-    if (end > capacity) end = capacity;
+    long long pos, end;
+    dd3g::emit_run(counts[k], ends[k], capacity, &pos, &end);
+    if (pos >= end) return;  // count 0, or the run starts at or past the capacity
     uint32_t idx = sorted_idx[k];
     uint32_t base = (idx / N) * (uint32_t)tiles_per_cam;
     dd3g::Projected p = load_projected(pa, pb, rects, idx);
-    for (int ty = p.ty0; ty < p.ty1 && pos < end; ++ty) {
-        int c0 = p.tx0, c1 = p.tx1;
-        if (tight) dd3g::tight_row(p, ty, &c0, &c1);
-        for (int tx = c0; tx < c1 && pos < end; ++tx, ++pos) {
-            ikeys[pos] = base + (uint32_t)(ty * tiles_x + tx);
-            ivals[pos] = idx;
+    dd3g::emit_run_serial(p, tight, base, idx, tiles_x, pos, end, sentinel, ikeys, ivals);
+}
+#endif
+#if DD3G_RASTER_EMIT != 0
+// The staged writer: block b owns depth-sorted numbers [128 b, 128 b + 128), whose runs form one contiguous
+// segment [lo, hi) of the list (clamped to the capacity). The segment is produced in windows of kEmitChunk
+// positions starting at lo rounded down to 32: in each round every thread resumes its own row-major tile walk
+// and writes the entries that fall in the window into shared memory (index = position - window), then the block
+// copies the window's part of [lo, hi) out with consecutive threads at consecutive positions (aligned 128-byte
+// lines, except at the segment's two ends). Every position of [lo, hi) lies in exactly one thread's run, and each
+// round a thread writes all of its positions inside the window, so every slot that is copied out was written in
+// that round. Control flow around the barriers is block-uniform: lo and hi are the same for all threads, and
+// threads without a Gaussian (k >= CN, count 0, past the capacity) stay in the loop with an empty walk.
+__global__ void __launch_bounds__(dd3g::kEmitThreads)
+k_emit_staged(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight, int64_t capacity,
+              const uint32_t* __restrict__ sorted_idx, const long long* __restrict__ counts,
+              const long long* __restrict__ ends, const float4* __restrict__ pa, const float4* __restrict__ pb,
+              const ushort4* __restrict__ rects, uint32_t sentinel, uint32_t* __restrict__ ikeys,
+              uint32_t* __restrict__ ivals) {
+    __shared__ uint32_t s_keys[dd3g::kEmitChunk];
+    __shared__ uint32_t s_vals[dd3g::kEmitChunk];
+    const uint32_t k0 = blockIdx.x * (uint32_t)dd3g::kEmitThreads;  // < CN: the grid covers CN exactly
+    long long lo, hi;
+    dd3g::emit_block_segment(k0, dd3g::kEmitThreads, CN, counts, ends, capacity, &lo, &hi);
+    if (lo >= hi) return;  // the whole block: nothing to write (block-uniform, before any barrier)
+
+    dd3g::EmitWalk w{};  // pos = end = 0: an empty walk
+    const uint32_t k = k0 + threadIdx.x;
+    if (k < CN) {
+        long long pos, end;
+        dd3g::emit_run(counts[k], ends[k], capacity, &pos, &end);
+        if (pos < end) {
+            const uint32_t idx = sorted_idx[k];
+            dd3g::Projected p{};
+            const ushort4 r = rects[idx];
+            p.tx0 = r.x; p.ty0 = r.y; p.tx1 = r.z; p.ty1 = r.w;
+            if (tight) {  // only tight_row reads the centre, opacity and conic
+                const float4 a = pa[idx], b = pb[idx];
+                p.x = a.x; p.y = a.y; p.opacity = a.z; p.depth = a.w;
+                p.ca = b.x; p.cb = b.y; p.cc = b.z;
+            }
+            p.visible = true;
+            dd3g::emit_walk_begin(w, p, tight, (idx / N) * (uint32_t)tiles_per_cam, idx, tiles_x, pos, end);
         }
     }
-    // Defensive: if this recount found fewer tiles than k_project counted (it runs the same code on the same
-    // stored floats, so it should not), the hole sorts to the end instead of holding stale keys.
-    for (; pos < end; ++pos) {
-        ikeys[pos] = sentinel;
-        ivals[pos] = 0;
+    for (long long win = dd3g::emit_first_window(lo); win < hi; win += dd3g::kEmitChunk) {
+        dd3g::emit_walk_fill(w, win + dd3g::kEmitChunk, sentinel, s_keys, s_vals, win);
+        __syncthreads();  // the window is complete
+        dd3g::emit_copy_out(threadIdx.x, dd3g::kEmitThreads, win, dd3g::kEmitChunk, lo, hi, s_keys, s_vals, ikeys,
+                            ivals);
+        __syncthreads();  // read before the next round overwrites it
     }
 }
+#endif
 
 // Write the frame's intersection count into the header and pad [count, pad_end) with the sentinel key, so
 // that the fixed-size tile sort puts the unused tail last.
@@ -427,10 +487,23 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
         // where the emitted list goes: the buffers that the tile sort starts from
         uint32_t* ik0 = (uint32_t*)(ws + P.o_ikey0);
         uint32_t* iv0 = (uint32_t*)(ws + P.o_ival0);
-        k_emit<<<blocks_for(CN, 256), 256, 0, stream>>>(CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam, tight,
-                                                        P.capacity, sorted_idx, scan_in, scan_out, pa, pb, rects,
-                                                        sentinel, ik0, iv0);
-        DD3G_LAUNCHED("k_emit");
+        const bool staged = DD3G_RASTER_EMIT == 1 || (DD3G_RASTER_EMIT == 2 && CN >= DD3G_RASTER_STAGED_MIN);
+#if DD3G_RASTER_EMIT != 1
+        if (!staged) {
+            k_emit<<<blocks_for(CN, 256), 256, 0, stream>>>(CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam, tight,
+                                                            P.capacity, sorted_idx, scan_in, scan_out, pa, pb, rects,
+                                                            sentinel, ik0, iv0);
+            DD3G_LAUNCHED("k_emit");
+        }
+#endif
+#if DD3G_RASTER_EMIT != 0
+        if (staged) {
+            k_emit_staged<<<blocks_for(CN, dd3g::kEmitThreads), dd3g::kEmitThreads, 0, stream>>>(
+                CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam, tight, P.capacity, sorted_idx, scan_in, scan_out, pa,
+                pb, rects, sentinel, ik0, iv0);
+            DD3G_LAUNCHED("k_emit_staged");
+        }
+#endif
 
         // capacity mode sorts the whole fixed-size list (graph-capturable); exact mode reads the count back
         const int64_t pad_end = exact ? 0 : P.capacity;

@@ -3,10 +3,12 @@
 # and the TensorRT-RTX engine build check, leaving logs and the results JSON in $OUT (or ./gpu-out).
 #   . .gpu/install.sh && bash cuda/tests/gpu_host_run.sh
 #   STEPS="profile trt" TRT_MODES="network identity-network" bash cuda/tests/gpu_host_run.sh   # a subset
+#   STEPS="trtcpp" bash cuda/tests/gpu_host_run.sh     # C++ plugin: carried build/libdd3g_trt_plugin.so (not built here)
 # Each step has its own time limit, so that one hang does not cost the others.
 set -u
 STEPS=${STEPS:-tests bench trt}
 TRT_MODES=${TRT_MODES:-fp32 fp16 torch network}
+TRTCPP_MODES=${TRTCPP_MODES:-load create onnx onnx16}
 has() { [[ " $STEPS " == *" $1 "* ]]; }
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
@@ -20,7 +22,7 @@ nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noh
 export DD3G_RASTER_LIB=$PWD/build/libdd3g_raster.so
 if ! python3 -c "from dd3g_sdk.render import cuda as rc; rc.load_library()" 2>/dev/null; then
   summary "carried library missing or not loadable: building"
-  cmake -S . -B build -G Ninja -DCMAKE_CUDA_ARCHITECTURES=90 >"$OUT/build.log" 2>&1 &&
+  cmake -S . -B build -G Ninja -DCMAKE_CUDA_ARCHITECTURES=90 -DDD3G_BUILD_TRT_PLUGIN=OFF >"$OUT/build.log" 2>&1 &&
     cmake --build build -j16 >>"$OUT/build.log" 2>&1 || summary "BUILD FAILED"
 fi
 python3 -c "from dd3g_sdk.render import cuda as rc; l=rc.load_library(); print('library', l.path, l.version)" \
@@ -57,8 +59,33 @@ has trt && for mode in $TRT_MODES; do
   DD3G_PLUGIN_TRACE=1 timeout 45 python3 -X faulthandler cuda/tests/trt_build_check.py $mode >>"$OUT/trt_check.log" 2>&1
   summary "trt check $mode rc=$? : $(grep -o '"built": [a-z]*' "$OUT/trt_check.log" | tail -1)"
 done
+
+# 4b. TensorRT-RTX with the C++ plugin: build/libdd3g_trt_plugin.so, compiled elsewhere by
+# cuda/plugin/build_plugin.sh and carried in build/ beside libdd3g_raster.so (never rebuilt here: this host has no
+# TensorRT headers), registered with load_library; the engine is built ahead of time for sm_89, never run.
+if has trtcpp; then
+  plugin=$PWD/build/libdd3g_trt_plugin.so
+  if [[ ! -f "$plugin" ]]; then
+    summary "trtcpp: $plugin missing (cuda/plugin/build_plugin.sh, then carry build/)"
+  else
+    if [[ -x build/dd3g_trt_plugin_smoke ]]; then  # the plugin driven without TensorRT (workspace query on this GPU)
+      timeout 60 build/dd3g_trt_plugin_smoke "$plugin" >>"$OUT/trt_check.log" 2>&1
+      summary "trtcpp smoke rc=$? : $(grep -E '^(SMOKE|FAIL|skip)' "$OUT/trt_check.log" | tail -3 | tr '\n' ' ')"
+    fi
+    for mode in $TRTCPP_MODES; do
+      limit=45
+      [[ $mode == onnx* ]] && limit=150
+      echo "== trtcpp $mode" >>"$OUT/trt_check.log"
+      DD3G_PLUGIN_TRACE=1 DD3G_TRT_PLUGIN_LIB=$plugin timeout $limit python3 -X faulthandler \
+        cuda/tests/trt_cpp_plugin_check.py "$mode" >>"$OUT/trt_check.log" 2>&1
+      summary "trtcpp $mode rc=$? : $(grep -o "REPORT {\"$mode\".*" "$OUT/trt_check.log" | tail -1 |
+        grep -oE '"(dlopen|loaded|creator_found|plugin_created|parsed|built|engine_bytes)": [a-z0-9]*' | tr '\n' ' ')"
+    done
+  fi
+fi
 [[ -f "$OUT/bench.log" ]] && tail -25 "$OUT/bench.log"
 [[ -f "$OUT/profile.log" ]] && cat "$OUT/profile.log"
 [[ -f "$OUT/variants.log" ]] && grep -E "^== variant|^ +[0-9]+ +[0-9]+ +[0-9]+ \|" "$OUT/variants.log"
-[[ -f "$OUT/trt_check.log" ]] && grep -E "REPORT|ERROR|Error|\[dd3g plugin\]|terminate|Aborted" "$OUT/trt_check.log" | tail -40
+[[ -f "$OUT/trt_check.log" ]] && grep -E "REPORT|ERROR|Error|\[dd3g plugin\]|terminate|Aborted|^== trtcpp|^SMOKE|^FAIL" \
+  "$OUT/trt_check.log" | grep -v supportsFormatCombination | tail -40
 cat "$OUT/summary.txt"

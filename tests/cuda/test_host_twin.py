@@ -6,12 +6,13 @@ Run: OMP_NUM_THREADS=1 python -m pytest tests/cuda/test_host_twin.py -q
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from _cxx import build_twin
 
 from _scenes import cameras, random_scene
 from dd3g_sdk.render.sh import eval_sh
@@ -22,13 +23,7 @@ W, H = 72, 56  # not multiples of 16: partial border tiles
 
 @pytest.fixture(scope="module")
 def twin(tmp_path_factory) -> Path:
-    cxx = shutil.which("g++") or shutil.which("c++")
-    if cxx is None:
-        pytest.skip("no C++ compiler")
-    exe = tmp_path_factory.mktemp("twin") / "host_twin"
-    subprocess.run([cxx, "-std=c++17", "-O2", "-Wall", "-Werror", f"-I{ROOT / 'cuda/src'}",
-                    str(ROOT / "cuda/tests/host_twin.cpp"), "-o", str(exe)], check=True)
-    return exe
+    return build_twin(tmp_path_factory, "host_twin", ("-Wall",))
 
 
 def run_twin(exe: Path, tmp: Path, scene: dict, viewmat: np.ndarray, K: np.ndarray, tight: bool,

@@ -1,0 +1,138 @@
+// emit_walk.h: the index arithmetic of the intersection-list writer (step 4 of dd3g_raster.cu), compiled for the
+// GPU (dd3g_raster.cu) and for the CPU (cuda/tests/emit_twin.cpp, tests/cuda/test_emit_twin.py), so that a CPU
+// test checks the very code that the kernels run.
+//
+// The list: the depth-sorted (camera, Gaussian) number k owns the run of positions
+//     [ends[k] - counts[k], ends[k])            (ends = inclusive prefix sum of counts, in depth order)
+// clamped to [0, capacity). Entry e of the run is the e-th tile of the Gaussian's row-major tile walk
+// (rows ty0 .. ty1-1; in each row the columns [c0, c1) of tight_row, or the whole rect row without tight
+// binning): key = camera * tiles_per_cam + ty * tiles_x + tx, value = the Gaussian's (camera, index) number.
+// Positions of the run past the end of that walk (a count larger than the walk, which the kernels' shared
+// arithmetic should never produce) get the sentinel key and value 0. Positions >= capacity are never written.
+//
+// Two writers produce this same list:
+//   emit_run_serial   one thread writes its whole run (the original k_emit, DD3G_RASTER_EMIT=0). A warp's store
+//                     touches 32 unrelated places (each lane its own run): uncoalesced.
+//   EmitWalk + emit_copy_out   the staged writer (k_emit_staged, default): a block of kEmitThreads consecutive
+//                     depth-sorted Gaussians owns one contiguous segment of the list (the union of its threads'
+//                     runs). It is produced in rounds of kEmitChunk positions: every thread resumes its walk and
+//                     writes the entries that fall in the round's window into shared memory, then the block copies
+//                     the window to global memory with consecutive threads at consecutive positions.
+#pragma once
+
+#include "raster_math.h"
+
+namespace dd3g {
+
+constexpr int kEmitThreads = 128;  // depth-sorted Gaussians (one per thread) per block of the staged writer
+constexpr int kEmitChunk = 1024;   // list positions staged per round: 2 x 4 KB of shared memory per block
+constexpr int kEmitAlign = 32;     // windows start at multiples of 32 positions: 128-byte lines of keys / values
+static_assert(kEmitChunk % kEmitAlign == 0, "windows stay aligned");
+
+// The run of depth-sorted number k: positions [*pos, *end), empty when *pos >= *end (a culled Gaussian with
+// count 0, or a run that starts at or past the capacity). `end_incl` = ends[k].
+DD3G_HD void emit_run(long long count, long long end_incl, long long capacity, long long* pos, long long* end) {
+    *pos = end_incl - count;
+    *end = end_incl < capacity ? end_incl : capacity;
+}
+
+// The original writer: one thread writes the run [pos, end) (non-empty) of one Gaussian, whole.
+DD3G_HD void emit_run_serial(const Projected& p, bool tight, uint32_t base, uint32_t idx, int tiles_x, long long pos,
+                             long long end, uint32_t sentinel, uint32_t* keys, uint32_t* vals) {
+    for (int ty = p.ty0; ty < p.ty1 && pos < end; ++ty) {
+        int c0 = p.tx0, c1 = p.tx1;
+        if (tight) tight_row(p, ty, &c0, &c1);
+        for (int tx = c0; tx < c1 && pos < end; ++tx, ++pos) {
+            keys[pos] = base + (uint32_t)(ty * tiles_x + tx);
+            vals[pos] = idx;
+        }
+    }
+    // Defensive: if this recount found fewer tiles than k_project counted (it runs the same code on the same
+    // stored floats, so it should not), the hole sorts to the end instead of holding stale keys.
+    for (; pos < end; ++pos) {
+        keys[pos] = sentinel;
+        vals[pos] = 0;
+    }
+}
+
+// A resumable version of the same walk: the state after the entries before `pos` were produced.
+struct EmitWalk {
+    Projected p;         // rect, and (tight) what tight_row reads
+    long long pos, end;  // next position to produce; end of the clamped run (pos >= end: nothing left)
+    uint32_t base, idx;  // camera * tiles_per_cam; the value of every entry
+    int tiles_x;
+    int ty, tx, c1;      // current tile row, its next column, its end column
+    bool tight;
+};
+
+DD3G_HD void emit_walk_begin(EmitWalk& w, const Projected& p, bool tight, uint32_t base, uint32_t idx, int tiles_x,
+                             long long pos, long long end) {
+    w.p = p;
+    w.pos = pos;
+    w.end = end;
+    w.base = base;
+    w.idx = idx;
+    w.tiles_x = tiles_x;
+    w.ty = p.ty0 - 1;  // "before the first row": the first entry asked for loads row ty0
+    w.tx = 0;
+    w.c1 = 0;
+    w.tight = tight;
+}
+
+// Produce the walk's entries at positions [w.pos, min(w.end, stop)) into keys/vals[position - offset], in
+// order, and advance. Each step either writes one entry or moves to the next row, so it ends. The sequence of
+// (position, key, value) over all calls equals emit_run_serial's: the same rows in the same order, tight_row
+// called with the same arguments, the same truncation at `end` and the same sentinel fill after the last row.
+DD3G_HD void emit_walk_fill(EmitWalk& w, long long stop, uint32_t sentinel, uint32_t* keys, uint32_t* vals,
+                            long long offset) {
+    const long long lim = w.end < stop ? w.end : stop;
+    while (w.pos < lim) {
+        uint32_t key, val;
+        if (w.tx < w.c1) {
+            key = w.base + (uint32_t)(w.ty * w.tiles_x + w.tx);
+            val = w.idx;
+            ++w.tx;
+        } else if (w.ty + 1 < w.p.ty1) {
+            ++w.ty;
+            int c0 = w.p.tx0, c1 = w.p.tx1;
+            if (w.tight) tight_row(w.p, w.ty, &c0, &c1);
+            w.tx = c0;
+            w.c1 = c1;
+            continue;
+        } else {  // past the last row: defensive sentinel fill, as in emit_run_serial
+            key = sentinel;
+            val = 0;
+        }
+        keys[w.pos - offset] = key;
+        vals[w.pos - offset] = val;
+        ++w.pos;
+    }
+}
+
+// The list segment of the block whose first depth-sorted number is k0: the union [*lo, *hi) of the runs of
+// k0 .. min(k0 + nthreads, CN) - 1 (consecutive runs touch: ends[k] - counts[k] = ends[k-1]), clamped to the
+// capacity. Empty when *lo >= *hi.
+DD3G_HD void emit_block_segment(uint32_t k0, int nthreads, uint32_t CN, const long long* counts, const long long* ends,
+                                long long capacity, long long* lo, long long* hi) {
+    const uint64_t last = (uint64_t)k0 + (uint64_t)nthreads < (uint64_t)CN ? (uint64_t)k0 + nthreads - 1 : CN - 1;
+    *lo = ends[k0] - counts[k0];
+    *hi = ends[last] < capacity ? ends[last] : capacity;
+}
+
+// First window of a segment that starts at `lo`: aligned down to kEmitAlign positions.
+DD3G_HD long long emit_first_window(long long lo) { return lo & ~(long long)(kEmitAlign - 1); }
+
+// Thread `tid` of `nthreads` copies the staged window [win, win + chunk) intersected with [lo, hi) from s_keys/s_vals
+// (index = position - win) to keys/vals (index = position); consecutive threads take consecutive positions.
+DD3G_HD void emit_copy_out(int tid, int nthreads, long long win, int chunk, long long lo, long long hi,
+                           const uint32_t* s_keys, const uint32_t* s_vals, uint32_t* keys, uint32_t* vals) {
+    const int j0 = (int)((lo > win ? lo : win) - win);
+    const int j1 = (int)((hi < win + chunk ? hi : win + chunk) - win);
+    for (int j = tid; j < j1; j += nthreads) {
+        if (j < j0) continue;
+        keys[win + j] = s_keys[j];
+        vals[win + j] = s_vals[j];
+    }
+}
+
+}  // namespace dd3g

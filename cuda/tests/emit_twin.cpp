@@ -1,0 +1,293 @@
+// emit_twin.cpp: runs both intersection-list writers of cuda/src/emit_walk.h (the code the k_emit / k_emit_staged
+// kernels call) on the CPU over random cases and checks that they write the same list. Used by
+// tests/cuda/test_emit_twin.py; build:
+//     g++ -std=c++17 -O2 -Icuda/src cuda/tests/emit_twin.cpp -o emit_twin
+// Usage: emit_twin SEED CASES   -> prints one summary line, exit 0 if every case matched, 1 otherwise.
+//
+// The per-thread writer (emit_run_serial, DD3G_RASTER_EMIT=0) runs once per depth-sorted number k, as the old
+// kernel's threads do. The staged writer runs as k_emit_staged does, with its barriers replaced by phases: per
+// block, the segment; per window, every thread's emit_walk_fill into a "shared" window (guarded and poisoned every
+// round), then every thread's emit_copy_out. Block sizes and windows other than the kernel's (kEmitThreads,
+// kEmitChunk) are run too, so that long runs span many windows. Cases: random rects (1 x 1 up to the whole tile
+// grid), random conics (tight rows of every shape, degenerate conics, opacities below 1/255 whose rows are all
+// empty), culled Gaussians (count 0, garbage Projected: must not be read), counts larger than the walk (sentinel
+// fill) or smaller (truncation), and capacities below, at and above the list size (the clamp).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "emit_walk.h"
+
+namespace {
+
+constexpr uint32_t kPoison = 0xA5A5A5A5u;  // never a key (< C * tiles + 1) nor a value (< C * N)
+constexpr uint32_t kStale = 0x5A5A5A5Au;   // what the "shared" window holds before a round (stale data)
+constexpr int kGuard = 64;                  // poisoned slots around every buffer: out-of-range writes show up
+
+struct Case {
+    int C = 1, N = 0, tiles_x = 1, tiles_y = 1;
+    bool tight = true;
+    long long capacity = 0;
+    std::vector<uint32_t> sorted_idx;        // depth order -> (camera, Gaussian) number
+    std::vector<dd3g::Projected> proj;       // by (camera, Gaussian) number, what k_project stored
+    std::vector<long long> counts, ends;     // by depth-sorted number
+};
+
+int walk_count(const dd3g::Projected& p, bool tight) {
+    int n = 0;
+    for (int ty = p.ty0; ty < p.ty1; ++ty) {
+        int c0 = p.tx0, c1 = p.tx1;
+        if (tight) dd3g::tight_row(p, ty, &c0, &c1);
+        n += c1 - c0;
+    }
+    return n;
+}
+
+Case make_case(std::mt19937_64& rng, int which) {
+    auto U = [&](double a, double b) { return std::uniform_real_distribution<double>(a, b)(rng); };
+    auto I = [&](int a, int b) { return std::uniform_int_distribution<int>(a, b)(rng); };  // [a, b]
+    Case c;
+    c.C = I(1, 3);
+    c.N = which % 7 == 0 ? I(1, 40) : I(50, 900);
+    c.tiles_x = I(1, 70);
+    c.tiles_y = I(1, 70);
+    c.tight = which % 3 != 0;
+    const int CN = c.C * c.N;
+    c.proj.resize(CN);
+    std::vector<int> walk(CN, 0);
+    for (int i = 0; i < CN; ++i) {
+        dd3g::Projected& p = c.proj[i];
+        if (U(0, 1) < 0.15) {  // culled: k_project left these fields unwritten (count 0); garbage
+            p.tx0 = I(-100000, 100000); p.ty0 = I(-100000, 100000); p.tx1 = I(-100000, 100000);
+            p.ty1 = I(-100000, 100000);
+            p.x = p.y = p.ca = p.cb = p.cc = p.opacity = p.depth = NAN;
+            p.visible = false;
+            continue;
+        }
+        // rect: mostly small (a few tiles), sometimes up to the whole grid
+        const double big = U(0, 1);
+        const int w = big < 0.03 ? c.tiles_x : std::min(c.tiles_x, 1 + (int)std::floor(std::exp(U(-0.5, 2.2))));
+        const int h = big < 0.03 ? c.tiles_y : std::min(c.tiles_y, 1 + (int)std::floor(std::exp(U(-0.5, 2.2))));
+        p.tx0 = I(0, c.tiles_x - w); p.ty0 = I(0, c.tiles_y - h);
+        p.tx1 = p.tx0 + w; p.ty1 = p.ty0 + h;
+        // an ellipse roughly inscribed in the rect, rotated; sometimes degenerate, sometimes too faint
+        const float cx = (float)(16.0 * (p.tx0 + p.tx1) / 2 + U(-8, 8)), cy = (float)(16.0 * (p.ty0 + p.ty1) / 2 + U(-8, 8));
+        const double sx = U(0.5, 8.0 * w), sy = U(0.5, 8.0 * h), th = U(0, 3.141592653589793), rho = U(-0.95, 0.95);
+        const double a = 1 / (sx * sx), cc = 1 / (sy * sy), b = rho * std::sqrt(a * cc) * std::cos(th);
+        p.x = cx; p.y = cy;
+        p.ca = (float)a; p.cb = (float)b; p.cc = (float)cc;
+        const double kind = U(0, 1);
+        if (kind < 0.04) p.cb = (float)(2 * std::sqrt(a * cc));  // det < 0: whole rect rows
+        else if (kind < 0.06) p.ca = 0.f;                        // a = 0: whole rect rows
+        p.opacity = kind > 0.97 ? (float)U(0.0005, 1.0 / 255) : (float)U(0.02, 1.0);
+        p.depth = (float)U(0.1, 10);
+        p.visible = true;
+        walk[i] = walk_count(p, c.tight);
+    }
+    // depth order: a random permutation of the (camera, Gaussian) numbers
+    c.sorted_idx.resize(CN);
+    for (int i = 0; i < CN; ++i) c.sorted_idx[i] = (uint32_t)i;
+    std::shuffle(c.sorted_idx.begin(), c.sorted_idx.end(), rng);
+    c.counts.resize(CN);
+    c.ends.resize(CN);
+    long long M = 0;
+    for (int k = 0; k < CN; ++k) {
+        const uint32_t i = c.sorted_idx[k];
+        long long n = c.proj[i].visible ? walk[i] : 0;
+        if (c.proj[i].visible && which % 5 == 1) {  // recount disagrees with the count: fill / truncation
+            const double r = U(0, 1);
+            if (r < 0.05) n += I(1, 40);
+            else if (r < 0.10) n = std::max(0LL, n - I(1, 5));
+        }
+        c.counts[k] = n;
+        M += n;
+        c.ends[k] = M;
+    }
+    switch (which % 4) {
+        case 0: c.capacity = M + I(0, 3000); break;                            // room to spare (sentinel pad)
+        case 1: c.capacity = M; break;                                         // exact
+        case 2: c.capacity = M > 0 ? I(1, (int)std::max(1LL, M - 1)) : 1; break;  // clamp inside the list
+        default: c.capacity = M > 0 ? std::max(1LL, M / 2) : 1; break;
+    }
+    if (which % 11 == 5) c.capacity = M > 0 ? std::max(1LL, M - 1) : 1;    // clamp at the last entry
+    return c;
+}
+
+// old writer: one "thread" per depth-sorted number
+void run_serial(const Case& c, std::vector<uint32_t>& keys, std::vector<uint32_t>& vals) {
+    const uint32_t CN = (uint32_t)(c.C * c.N);
+    const uint32_t sentinel = (uint32_t)(c.C * c.tiles_x * c.tiles_y), tpc = (uint32_t)(c.tiles_x * c.tiles_y);
+    for (uint32_t k = 0; k < CN; ++k) {
+        long long pos, end;
+        dd3g::emit_run(c.counts[k], c.ends[k], c.capacity, &pos, &end);
+        if (pos >= end) continue;
+        const uint32_t idx = c.sorted_idx[k];
+        dd3g::emit_run_serial(c.proj[idx], c.tight, (idx / (uint32_t)c.N) * tpc, idx, c.tiles_x, pos, end, sentinel,
+                              keys.data() + kGuard, vals.data() + kGuard);
+    }
+}
+
+// new writer, phase by phase; returns false (with a message) on a violated invariant
+bool run_staged(const Case& c, int nthreads, int chunk, std::vector<uint32_t>& keys, std::vector<uint32_t>& vals,
+                long long* rounds, char* msg, size_t msg_len) {
+    const uint32_t CN = (uint32_t)(c.C * c.N);
+    const uint32_t sentinel = (uint32_t)(c.C * c.tiles_x * c.tiles_y), tpc = (uint32_t)(c.tiles_x * c.tiles_y);
+    std::vector<uint32_t> s_keys(chunk + 2 * kGuard), s_vals(chunk + 2 * kGuard);
+    std::vector<dd3g::EmitWalk> w(nthreads);
+    // copy-out target of one block: checked to hold writes inside the block's segment only, then moved to keys/vals
+    std::vector<uint32_t> out_k(keys.size(), kPoison), out_v(vals.size(), kPoison);
+    long long prev_hi = 0;
+    const uint32_t blocks = (CN + nthreads - 1) / nthreads;
+    for (uint32_t b = 0; b < blocks; ++b) {
+        const uint32_t k0 = b * (uint32_t)nthreads;
+        long long lo, hi;
+        dd3g::emit_block_segment(k0, nthreads, CN, c.counts.data(), c.ends.data(), c.capacity, &lo, &hi);
+        if (lo >= hi) continue;
+        if (lo != prev_hi) {  // segments tile [0, min(M, capacity)) in block order
+            snprintf(msg, msg_len, "block %u segment starts at %lld, previous ended at %lld", b, lo, prev_hi);
+            return false;
+        }
+        prev_hi = hi;
+        for (int t = 0; t < nthreads; ++t) {
+            w[t] = dd3g::EmitWalk{};
+            const uint32_t k = k0 + (uint32_t)t;
+            if (k >= CN) continue;
+            long long pos, end;
+            dd3g::emit_run(c.counts[k], c.ends[k], c.capacity, &pos, &end);
+            if (pos < end) {
+                const uint32_t idx = c.sorted_idx[k];
+                dd3g::Projected p{};  // what the kernel loads: the rect always, the rest only when tight
+                const dd3g::Projected& q = c.proj[idx];
+                p.tx0 = q.tx0; p.ty0 = q.ty0; p.tx1 = q.tx1; p.ty1 = q.ty1;
+                if (c.tight) {
+                    p.x = q.x; p.y = q.y; p.opacity = q.opacity; p.depth = q.depth;
+                    p.ca = q.ca; p.cb = q.cb; p.cc = q.cc;
+                }
+                p.visible = true;
+                dd3g::emit_walk_begin(w[t], p, c.tight, (idx / (uint32_t)c.N) * tpc, idx, c.tiles_x, pos, end);
+            }
+        }
+        long long win_end = 0;
+        for (long long win = dd3g::emit_first_window(lo); win < hi; win += chunk) {
+            ++*rounds;
+            win_end = win + chunk;
+            if (win % dd3g::kEmitAlign != 0) {
+                snprintf(msg, msg_len, "window %lld not aligned", win);
+                return false;
+            }
+            std::fill(s_keys.begin(), s_keys.end(), kStale);
+            std::fill(s_vals.begin(), s_vals.end(), kStale);
+            for (int t = 0; t < nthreads; ++t) {  // phase 1 (before the first barrier)
+                if (w[t].pos < w[t].end && w[t].pos < win) {
+                    snprintf(msg, msg_len, "thread %d at %lld before window %lld", t, w[t].pos, win);
+                    return false;
+                }
+                dd3g::emit_walk_fill(w[t], win + chunk, sentinel, s_keys.data() + kGuard, s_vals.data() + kGuard, win);
+            }
+            for (int g = 0; g < kGuard; ++g)
+                if (s_keys[g] != kStale || s_vals[g] != kStale || s_keys[kGuard + chunk + g] != kStale ||
+                    s_vals[kGuard + chunk + g] != kStale) {
+                    snprintf(msg, msg_len, "write outside the shared window (block %u, window %lld)", b, win);
+                    return false;
+                }
+            // every slot that is copied out was written in this round
+            const long long j0 = std::max(lo, win) - win, j1 = std::min(hi, win + chunk) - win;
+            for (long long j = j0; j < j1; ++j)
+                if (s_keys[kGuard + j] == kStale || s_vals[kGuard + j] == kStale) {
+                    snprintf(msg, msg_len, "slot %lld of window %lld not produced (block %u)", j, win, b);
+                    return false;
+                }
+            for (int t = 0; t < nthreads; ++t)  // phase 2 (between the barriers)
+                dd3g::emit_copy_out(t, nthreads, win, chunk, lo, hi, s_keys.data() + kGuard, s_vals.data() + kGuard,
+                                    out_k.data() + kGuard, out_v.data() + kGuard);
+        }
+        // the block wrote exactly [lo, hi): scan its windows and the guards around them
+        const long long i0 = std::max(0LL, dd3g::emit_first_window(lo)),
+                        i1 = std::min((long long)out_k.size(), win_end + 2 * kGuard);
+        for (long long i = i0; i < i1; ++i) {
+            const long long pos = i - kGuard;
+            const bool inside = pos >= lo && pos < hi;
+            if (inside != (out_k[i] != kPoison) || inside != (out_v[i] != kPoison)) {
+                snprintf(msg, msg_len, "block %u [%lld, %lld): position %lld written=%d", b, lo, hi, pos,
+                         (int)(out_k[i] != kPoison));
+                return false;
+            }
+            if (inside) {
+                keys[i] = out_k[i];
+                vals[i] = out_v[i];
+                out_k[i] = out_v[i] = kPoison;
+            }
+        }
+        for (int t = 0; t < nthreads; ++t)
+            if (w[t].pos != w[t].end) {
+                snprintf(msg, msg_len, "block %u thread %d stopped at %lld of %lld", b, t, w[t].pos, w[t].end);
+                return false;
+            }
+    }
+    const long long M = CN ? c.ends[CN - 1] : 0;
+    if (prev_hi != std::min(M, c.capacity)) {
+        snprintf(msg, msg_len, "segments end at %lld, list at %lld", prev_hi, std::min(M, c.capacity));
+        return false;
+    }
+    return true;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc != 3) {
+        fprintf(stderr, "usage: emit_twin SEED CASES\n");
+        return 2;
+    }
+    std::mt19937_64 rng(strtoull(argv[1], nullptr, 10));
+    const int cases = atoi(argv[2]);
+    const int configs[][2] = {{dd3g::kEmitThreads, dd3g::kEmitChunk}, {32, 32}, {64, 96}, {256, 2048}, {128, 64}};
+    long long entries = 0, clamped = 0, filled = 0, rounds = 0, multi = 0;
+    char msg[256];
+    for (int ci = 0; ci < cases; ++ci) {
+        const Case c = make_case(rng, ci);
+        const long long M = c.ends.empty() ? 0 : c.ends.back();
+        const size_t size = (size_t)c.capacity + 2 * kGuard;
+        std::vector<uint32_t> k_old(size, kPoison), v_old(size, kPoison);
+        run_serial(c, k_old, v_old);
+        const uint32_t sentinel = (uint32_t)(c.C * c.tiles_x * c.tiles_y);
+        // the old writer's list: [0, min(M, capacity)) written, nothing else (the pad kernel does the rest)
+        for (size_t i = 0; i < size; ++i) {
+            const long long pos = (long long)i - kGuard;
+            const bool inside = pos >= 0 && pos < std::min(M, c.capacity);
+            if (inside != (k_old[i] != kPoison) || inside != (v_old[i] != kPoison)) {
+                fprintf(stderr, "case %d: serial writer: position %lld written=%d, expected %d\n", ci, pos,
+                        (int)(k_old[i] != kPoison), (int)inside);
+                return 1;
+            }
+            if (inside && k_old[i] == sentinel) ++filled;
+        }
+        entries += std::min(M, c.capacity);
+        clamped += M > c.capacity;
+        for (const auto& cfg : configs) {
+            std::vector<uint32_t> k_new(size, kPoison), v_new(size, kPoison);
+            const long long before = rounds;
+            if (!run_staged(c, cfg[0], cfg[1], k_new, v_new, &rounds, msg, sizeof(msg))) {
+                fprintf(stderr, "case %d, %d threads / %d chunk: %s\n", ci, cfg[0], cfg[1], msg);
+                return 1;
+            }
+            multi += rounds - before > (long long)((c.C * c.N + cfg[0] - 1) / cfg[0]);
+            for (size_t i = 0; i < size; ++i)
+                if (k_new[i] != k_old[i] || v_new[i] != v_old[i]) {
+                    fprintf(stderr,
+                            "case %d, %d threads / %d chunk: position %lld: staged (%u, %u), serial (%u, %u); "
+                            "C=%d N=%d tiles %dx%d tight=%d capacity=%lld M=%lld\n",
+                            ci, cfg[0], cfg[1], (long long)i - kGuard, k_new[i], v_new[i], k_old[i], v_old[i], c.C,
+                            c.N, c.tiles_x, c.tiles_y, (int)c.tight, c.capacity, M);
+                    return 1;
+                }
+        }
+    }
+    printf("ok cases=%d entries=%lld clamped_cases=%lld sentinel_entries=%lld rounds=%lld multi_round_cases=%lld\n",
+           cases, entries, clamped, filled, rounds, multi);
+    return 0;
+}
