@@ -29,6 +29,7 @@ class LossConfig:
     w_ssim: float = 0.2  # weight of (1 - SSIM)
     w_mask: float = 0.5  # weight of the mask term: MSE between rendered alpha and the target mask
     w_sds: float = 0.05  # the SDS weight reached at the end of the sigmoid ramp
+    w_depth: float = 0.0  # ground-truth depth of the pixel-aligned Gaussians (target "gt" only; see depth_l1)
     sds_ramp_center: float = 0.5  # fraction of training where the ramp is at half weight
     sds_ramp_sharpness: float = 10.0  # slope of the ramp (per unit of training fraction)
     sds_t_min: float = 0.02  # SDS timesteps are drawn uniformly from [t_min, t_max] * num_train_timesteps
@@ -41,7 +42,7 @@ class LossConfig:
             raise ValueError("at least one of LossConfig.explicit and LossConfig.implicit must be on")
         if not 0.0 <= self.sds_t_min < self.sds_t_max <= 1.0:
             raise ValueError("need 0 <= sds_t_min < sds_t_max <= 1")
-        for name in ("w_mse", "w_ssim", "w_mask", "w_sds"):
+        for name in ("w_mse", "w_ssim", "w_mask", "w_sds", "w_depth"):
             if getattr(self, name) < 0:
                 raise ValueError(f"LossConfig.{name} must be >= 0")
 
@@ -114,6 +115,30 @@ def explicit_terms(rgb: Tensor, alpha: Tensor, target_rgb: Tensor, target_mask: 
         "ssim": 1.0 - ssim(rgb, target_rgb).mean(),
         "mask": F.mse_loss(alpha, target_mask.to(alpha.dtype)),
     }
+
+
+def depth_l1(means: Tensor, viewmats: Tensor, gt_depth: Tensor) -> Tensor:
+    """Mean |camera z - true z| of pixel-aligned Gaussians over the pixels that show the object, world units.
+
+    means: [B, N, 3] world positions, N = V * h * w * k in (view, pixel row-major, Gaussian of the pixel) order, as
+    PEPD emits them; viewmats: [B, V, 4, 4] world-to-camera of the V views the Gaussians come from;
+    gt_depth: [B, V, h, w] camera z of the surface, 0 where the pixel misses the object (those pixels are skipped).
+    Why: supervised only through renders, each view's Gaussians can sit anywhere along their rays and still
+    reproduce the images (docs/distill.md, "What limits the students"); 3D data knows where the surface is.
+    """
+    b, v, h, w = gt_depth.shape
+    k = means.shape[1] // (v * h * w)
+    if k * v * h * w != means.shape[1]:
+        raise ValueError(f"{means.shape[1]} Gaussians are not {v} views x {h}x{w} pixels x k")
+    m = means.float().reshape(b, v, h * w * k, 3)
+    vm = viewmats.float()
+    z = (m @ vm[..., 2:3, :3].transpose(-1, -2))[..., 0] + vm[..., 2:3, 3]  # [B, V, h*w*k]: row 2 of [R | t]
+    z = z.reshape(b, v, h, w, k)
+    gt = gt_depth.float()[..., None]
+    on = (gt > 0).expand_as(z)
+    if not on.any():
+        return z.new_zeros(())
+    return (z - gt).abs()[on].mean()
 
 
 # ---- implicit verification (SDS) -------------------------------------------------------------------------

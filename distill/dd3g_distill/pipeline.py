@@ -15,6 +15,7 @@ Models (same data, same number of steps, same batch; trained at the same time as
     gt_only  "3D data only": explicit supervision against ground-truth renders, no teacher anywhere; also at the
              quadruples' extra ground-truth cameras when they have some (quadruples.extra_views)
     gt_only_c  the same at the teacher's cameras C only (what gt_only was before extra views; shows their effect)
+    gt_depth   gt_only plus the ground-truth depth of the pixel-aligned Gaussians (loss.w_depth = 1)
 Steps: a short concurrent calibration run measures the slowest model's step time; the real runs get
 steps = training time left / that step time (and a wall-clock cap as a safety net, reported if it hits).
 With --total-train-seconds T the budget is T / that step time, kept in WORK/plan.json, and training spans
@@ -46,15 +47,18 @@ ABLATIONS: dict[str, list[str]] = {
     "no_ra": ["train.init_from_teacher=false"],
     "gt_only": ["train.target=gt", "loss.implicit=false", "train.init_from_teacher=false"],
     "gt_only_c": ["train.target=gt", "loss.implicit=false", "train.init_from_teacher=false"],
+    "gt_depth": ["train.target=gt", "loss.implicit=false", "train.init_from_teacher=false", "loss.w_depth=1.0"],
 }
 DEFAULT_MODELS = ("full", "no_iv", "no_ra", "gt_only")
 
 
 def ablation_overrides(name: str, extra_views: int) -> list[str]:
-    """The --set overrides of one ablation; gt_only reads every extra ground-truth view the quadruples hold."""
+    """The --set overrides of one ablation; gt_only and gt_depth read every extra ground-truth view the quadruples
+    hold."""
     if name not in ABLATIONS:
         raise SystemExit(f"pipeline: unknown model {name!r} (one of {', '.join(ABLATIONS)})")
-    return ABLATIONS[name] + ([f"train.extra_views={extra_views}"] if name == "gt_only" and extra_views else [])
+    extra = name in ("gt_only", "gt_depth") and extra_views
+    return ABLATIONS[name] + ([f"train.extra_views={extra_views}"] if extra else [])
 PART_BYTES = 15 * 1024 * 1024
 
 

@@ -19,7 +19,8 @@ Layout of a quadruple folder:
     manifest.json             written once every shard is done: config, teacher, shards with sha256
 Tensors: index [n] int64 (object k), seed [n] int64, noise [n,V,3,h,w] f32, viewmats [n,V,4,4] f32,
 Ks [n,V,3,3] f32, image [n,3,S,S] u8 (II as PEPD reads it), cond_image [n,3,S,S] u8 (II as the teacher reads it),
-oi [n,V,3,h,w] u8, gt [n,V,3,h,w] u8, gt_mask [n,V,1,h,w] u8 (coverage); with E extra views also
+oi [n,V,3,h,w] u8, gt [n,V,3,h,w] u8, gt_mask [n,V,1,h,w] u8 (coverage), gt_depth [n,V,h,w] f16 (camera z of the
+surface in world units, 0 off the object); with E extra views also
 extra_viewmats [n,E,4,4] f32, extra_Ks [n,E,3,3] f32, extra_gt [n,E,3,h,w] u8, extra_mask [n,E,1,h,w] u8.
 
 Resumable: a shard whose sidecar matches its file's sha256 and the config is skipped. Splits across
@@ -45,8 +46,8 @@ from dd3g_sdk._fileio import atomic_write_bytes, atomic_write_text
 from dd3g_sdk.config import to_dict
 from dd3g_sdk.errors import InputError
 
-FORMAT = "dd3g-quadruples/v1"
-SHARD_KEYS = ("index", "seed", "noise", "viewmats", "Ks", "image", "cond_image", "oi", "gt", "gt_mask")
+FORMAT = "dd3g-quadruples/v2"  # v2: gt_depth
+SHARD_KEYS = ("index", "seed", "noise", "viewmats", "Ks", "image", "cond_image", "oi", "gt", "gt_mask", "gt_depth")
 EXTRA_KEYS = ("extra_viewmats", "extra_Ks", "extra_gt", "extra_mask")
 # Elevation range of the extra ground-truth cameras (degrees): below and well above the teacher's ring, short of
 # the pole (where an up vector of +y degenerates); the evaluation's novel cameras (5 and 35 degrees) lie inside.
@@ -245,7 +246,7 @@ def make_shard(cfg: QuadrupleConfig, teacher, indices: Sequence[int], device=Non
     V, _, h, _ = (int(s) for s in teacher.sample_shape)
     vm, K = teacher_cameras(teacher)
     img, cond_img = render_inputs(cfg.split, indices, cfg.image_size, cfg.input_render_size, teacher.views[0], device)
-    gt, gt_mask, _ = render_ground_truth(cfg.split, indices, vm, K, h, cfg.supersample, device)
+    gt, gt_mask, gt_depth = render_ground_truth(cfg.split, indices, vm, K, h, cfg.supersample, device)
     seeds = [cfg.seed_offset + k for k in indices]
     noise = np.stack([draw_noise(s, (V, 3, h, h)) for s in seeds])
     oi = []
@@ -261,7 +262,7 @@ def make_shard(cfg: QuadrupleConfig, teacher, indices: Sequence[int], device=Non
         "index": np.asarray(indices, np.int64), "seed": np.asarray(seeds, np.int64), "noise": noise,
         "viewmats": np.broadcast_to(vm, (n, *vm.shape)).copy(), "Ks": np.broadcast_to(K, (n, *K.shape)).copy(),
         "image": to_u8(img), "cond_image": to_u8(cond_img), "oi": to_u8(np.concatenate(oi)), "gt": to_u8(gt),
-        "gt_mask": to_u8(gt_mask),
+        "gt_mask": to_u8(gt_mask), "gt_depth": gt_depth.astype(np.float16),
     }
     if cfg.extra_views:
         cams = [extra_cameras(cfg.split, k, cfg.extra_views, teacher.views[0]) for k in indices]

@@ -47,7 +47,7 @@ from dd3g_sdk.config import from_dict, to_dict
 from dd3g_sdk.errors import InputError
 
 from .evaluate import EvalConfig
-from .losses import LossConfig, draw_sds_noise, explicit_terms, sds_terms, sigmoid_ramp, teacher_mask
+from .losses import LossConfig, depth_l1, draw_sds_noise, explicit_terms, sds_terms, sigmoid_ramp, teacher_mask
 from .quadruples import EXTRA_KEYS, QuadrupleConfig, QuadrupleSet
 
 log = logging.getLogger("dd3g_distill")
@@ -118,6 +118,9 @@ class DistillConfig:
             raise ValueError("implicit verification needs a teacher (or loss.implicit=false)")
         if self.train.init_from_teacher and not self.teacher:
             raise ValueError("representation alignment needs a teacher (or train.init_from_teacher=false)")
+        if self.loss.w_depth and self.train.target != "gt":
+            # the teacher has no depth: a distilled model that read it would no longer be distilled
+            raise ValueError("loss.w_depth needs train.target='gt' (ground-truth depth is 3D data)")
 
 
 def apply_overrides(data: dict, overrides: Sequence[str], source=None) -> dict:
@@ -527,6 +530,9 @@ def loss_terms(model, batch: dict, cfg: DistillConfig, step: int, teacher=None, 
         e = explicit_terms(rgb_all.flatten(0, 1), alpha_all.flatten(0, 1), target.flatten(0, 1), mask)
         terms.update(e)
         total = total + lc.w_mse * e["mse"] + lc.w_ssim * e["ssim"] + lc.w_mask * e["mask"]
+    if lc.w_depth:
+        terms["depth"] = depth_l1(out["means"], batch["viewmats"], batch["gt_depth"])
+        total = total + lc.w_depth * terms["depth"]
     sds_w = 0.0
     if lc.implicit:
         if alphas is None:
@@ -623,6 +629,7 @@ def train(cfg: DistillConfig, *, teacher=None, data: QuadrupleSet | None = None,
     steps_per_epoch = len(sampler) // local_batch
     autocast = dev.type == "cuda" and tc.bf16
     keys = ["image", "noise", "viewmats", "Ks", "index"] + (["oi"] if tc.target == "teacher" else ["gt", "gt_mask"]) \
+        + (["gt_depth"] if lc.w_depth else []) \
         + (["cond_image"] if lc.implicit else []) + (list(EXTRA_KEYS) if tc.extra_views else [])
     if tc.extra_views:
         stored = int(data.t["extra_gt"].shape[1]) if "extra_gt" in data.t else 0

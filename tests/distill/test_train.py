@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -98,6 +99,49 @@ def test_extra_views_need_ground_truth_and_stored_views(tiny, tmp_path):
                "train.init_from_teacher=false")
     with pytest.raises(InputError, match="hold 2 extra views"):
         train(cfg, data=data, progress=False)
+
+
+def test_depth_l1_reads_the_camera_depth_of_each_pixel_gaussian():
+    """Reference: Gaussians put at a known camera depth along each pixel's ray (camera frame -> world by hand),
+    k of them per pixel offset by known amounts; the loss is the mean |offset| over the object's pixels only."""
+    from dd3g_distill.losses import depth_l1
+    from dd3g_sdk.cameras import orbit_camera, stack_viewmats
+
+    rng = np.random.default_rng(3)
+    b, v, h, k = 2, 3, 5, 2
+    vm = np.stack([stack_viewmats([orbit_camera(40.0 * i + 7 * j, 10.0 * j, 2.0) for i in range(v)])
+                   for j in range(b)])  # [b, v, 4, 4]
+    gt = rng.uniform(1.5, 2.5, (b, v, h, h)) * (rng.uniform(size=(b, v, h, h)) > 0.3)
+    off = np.array([0.05, -0.15])  # per Gaussian of a pixel
+    means = np.zeros((b, v, h, h, k, 3))
+    for bi in range(b):
+        for vi in range(v):
+            R, t = vm[bi, vi, :3, :3].astype(np.float64), vm[bi, vi, :3, 3].astype(np.float64)
+            for y in range(h):
+                for x in range(h):
+                    d = np.array([x - 2.0, y - 2.0, 6.0])  # any ray: only its camera z matters
+                    for ki in range(k):
+                        z = (gt[bi, vi, y, x] or 2.0) + off[ki]
+                        means[bi, vi, y, x, ki] = R.T @ (d / d[2] * z - t)
+    got = depth_l1(torch.tensor(means.reshape(b, -1, 3)), torch.tensor(vm), torch.tensor(gt))
+    assert abs(got.item() - np.abs(off).mean()) < 1e-6
+    with pytest.raises(ValueError, match="not 3 views"):
+        depth_l1(torch.zeros(b, 7, 3), torch.tensor(vm), torch.tensor(gt))
+
+
+def test_depth_term_needs_ground_truth_and_is_lowered_by_one_step(tiny, tmp_path):
+    from dd3g_distill.train import build_model
+
+    teacher, data, tdir, ddir = tiny
+    with pytest.raises(ValueError, match="w_depth needs"):
+        _cfg(tdir, ddir, tmp_path, "loss.w_depth=1.0")
+    cfg = _cfg(tdir, ddir, tmp_path, "train.target=gt", "loss.implicit=false", "train.init_from_teacher=false",
+               "loss.w_mse=0", "loss.w_ssim=0", "loss.w_mask=0", "loss.w_depth=1.0")
+    model, _ = build_model(cfg, teacher)
+    batch = data.batch([0, 1, 2, 3])
+    assert (batch["gt_depth"] > 0).float().mean() > 0.05
+    before, after = _one_step(model, batch, cfg, None, lr=1e-2)
+    assert after["depth"] < before["depth"], (before["depth"].item(), after["depth"].item())
 
 
 class AnalyticVerifier(torch.nn.Module):
