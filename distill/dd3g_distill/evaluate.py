@@ -11,6 +11,10 @@ seed `seed_offset + k`, one PEPD pass, then:
 - teacher views: the Gaussians at the teacher's V cameras against the teacher's own output OI for the same
   (II, N) (the student-vs-teacher gap), and against ground truth; the teacher's OI against ground truth too
   (what the teacher itself gets right: an upper bound for a student that copies it);
+- Gaussian depth: the camera depth of each teacher view's pixel-aligned Gaussians against the ground-truth
+  depth of their pixels, on the object's pixels: mean absolute error (world units) and Pearson correlation of
+  the per-pixel mean over the pixel's Gaussians (pooled over the V views of an object). A model that renders its
+  views right with Gaussians at the wrong depth shows here (docs/distill.md, "What limits the students");
 - inference time: median wall time of one PEPD forward pass (batch 1) on the device, after warm-up.
 """
 from __future__ import annotations
@@ -105,7 +109,8 @@ class EvalSet:
 
     Per object (batches of `cfg.batch_size`): image [b,3,S,S] (preprocessed, PEPD's input), noise [b,V,3,h,w],
     ground truth at the novel cameras (gt_novel [b,C,3,R,R], cov_novel [b,C,1,R,R]) and at the teacher's
-    cameras (gt_teacher [b,V,3,h,w]), and the teacher's output oi [b,V,3,h,w] when a teacher is given.
+    cameras (gt_teacher [b,V,3,h,w], depth_teacher [b,V,h,w]: camera z, 0 off the object), and the teacher's output
+    oi [b,V,3,h,w] when a teacher is given.
     """
 
     def __init__(self, cfg: EvalConfig, views, image_size: int, noise_shape, teacher=None, device=None,
@@ -146,8 +151,8 @@ class EvalSet:
                                                      for k in idx])).to(dev)}
             gt, cov, _ = render_ground_truth(cfg.split, idx, self.vm_n, self.K_n, R, cfg.supersample, dev)
             b["gt_novel"], b["cov_novel"] = torch.from_numpy(gt).to(dev), torch.from_numpy(cov).to(dev)
-            b["gt_teacher"] = torch.from_numpy(render_ground_truth(cfg.split, idx, self.vm_t, self.K_t, h,
-                                                                   cfg.supersample, dev)[0]).to(dev)
+            gt_t, _, depth_t = render_ground_truth(cfg.split, idx, self.vm_t, self.K_t, h, cfg.supersample, dev)
+            b["gt_teacher"], b["depth_teacher"] = torch.from_numpy(gt_t).to(dev), torch.from_numpy(depth_t).to(dev)
             if teacher is not None:
                 cond = torch.from_numpy(to_u8(cond_np).astype(np.float32) / 255).to(dev)
                 with torch.no_grad():
@@ -156,10 +161,24 @@ class EvalSet:
         self.seconds = time.perf_counter() - t0
 
 
+def depth_agreement(z, gt) -> tuple[float, float]:
+    """(mean |z - gt|, Pearson correlation) over the pixels where gt > 0; NaN where undefined (no object pixel,
+    or a constant map). z, gt: tensors of one shape (camera depths, world units)."""
+    on = gt > 0
+    if int(on.sum()) < 2:
+        return float("nan"), float("nan")
+    a, b = z[on].double(), gt[on].double()
+    err = float((a - b).abs().mean())
+    a, b = a - a.mean(), b - b.mean()
+    den = float(a.norm() * b.norm())
+    return err, float((a * b).sum()) / den if den > 0 else float("nan")
+
+
 def evaluate_model(model, es: EvalSet) -> dict:
     """Metrics of `model` (a PEPD) on the evaluation set `es` (see the module docstring)."""
     import torch
 
+    from .losses import gaussian_depth
     from .metrics import iou, psnr, ssim
     from .train import render_batch
 
@@ -173,7 +192,8 @@ def evaluate_model(model, es: EvalSet) -> dict:
     vm_t, K_t = torch.from_numpy(es.vm_t).to(dev), torch.from_numpy(es.K_t).to(dev)
     per: dict[str, list[float]] = {k: [] for k in ("novel_psnr", "novel_ssim", "novel_iou", "student_vs_teacher_psnr",
                                                    "student_vs_teacher_ssim", "student_vs_gt_teacher_views_psnr",
-                                                   "teacher_vs_gt_psnr")}
+                                                   "teacher_vs_gt_psnr", "gaussian_depth_error",
+                                                   "gaussian_depth_corr")}
     for b in es.batches:
         n = len(b["index"])
         with torch.no_grad():
@@ -184,6 +204,11 @@ def evaluate_model(model, es: EvalSet) -> dict:
             per["novel_iou"] += iou(alpha[:, :, 0] > 0.5, b["cov_novel"][:, :, 0] >= 0.5).mean(1).tolist()
             rgb_t, _ = render_batch(g, vm_t.expand(n, -1, -1, -1), K_t.expand(n, -1, -1, -1), h, h)
             per["student_vs_gt_teacher_views_psnr"] += psnr(rgb_t, b["gt_teacher"]).mean(1).tolist()
+            z = gaussian_depth(g["means"], vm_t.expand(n, -1, -1, -1), (h, h)).mean(-1)  # [n, V, h, h]
+            for zi, di in zip(z, b["depth_teacher"]):
+                err, corr = depth_agreement(zi, di)
+                per["gaussian_depth_error"].append(err)
+                per["gaussian_depth_corr"].append(corr)
             if "oi" in b:
                 per["student_vs_teacher_psnr"] += psnr(rgb_t, b["oi"]).mean(1).tolist()
                 per["student_vs_teacher_ssim"] += ssim(rgb_t, b["oi"]).mean(1).tolist()
@@ -303,7 +328,8 @@ def turntable_picture(model, split: str, indices: Sequence[int], path: str | os.
 
 TABLE_COLUMNS = (("novel_psnr", "PSNR novel"), ("novel_ssim", "SSIM novel"), ("novel_iou", "IoU novel"),
                  ("student_vs_teacher_psnr", "vs teacher PSNR"), ("student_vs_gt_teacher_views_psnr",
-                                                                  "teacher views vs GT PSNR"))
+                                                                  "teacher views vs GT PSNR"),
+                 ("gaussian_depth_corr", "Gaussian depth corr"))
 
 
 def format_table(rows: dict[str, dict]) -> str:

@@ -117,23 +117,32 @@ def explicit_terms(rgb: Tensor, alpha: Tensor, target_rgb: Tensor, target_mask: 
     }
 
 
-def depth_l1(means: Tensor, viewmats: Tensor, gt_depth: Tensor) -> Tensor:
-    """Mean |camera z - true z| of pixel-aligned Gaussians over the pixels that show the object, world units.
+def gaussian_depth(means: Tensor, viewmats: Tensor, size: tuple[int, int]) -> Tensor:
+    """Camera depth of pixel-aligned Gaussians in their own views: [B, V, h, w, k], world units.
 
     means: [B, N, 3] world positions, N = V * h * w * k in (view, pixel row-major, Gaussian of the pixel) order, as
-    PEPD emits them; viewmats: [B, V, 4, 4] world-to-camera of the V views the Gaussians come from;
-    gt_depth: [B, V, h, w] camera z of the surface, 0 where the pixel misses the object (those pixels are skipped).
-    Why: supervised only through renders, each view's Gaussians can sit anywhere along their rays and still
-    reproduce the images (docs/distill.md, "What limits the students"); 3D data knows where the surface is.
+    PEPD emits them; viewmats: [B, V, 4, 4] world-to-camera of the V views the Gaussians come from; size: (h, w).
     """
-    b, v, h, w = gt_depth.shape
+    b, v = viewmats.shape[:2]
+    h, w = size
     k = means.shape[1] // (v * h * w)
-    if k * v * h * w != means.shape[1]:
+    if k < 1 or k * v * h * w != means.shape[1]:
         raise ValueError(f"{means.shape[1]} Gaussians are not {v} views x {h}x{w} pixels x k")
     m = means.float().reshape(b, v, h * w * k, 3)
     vm = viewmats.float()
-    z = (m @ vm[..., 2:3, :3].transpose(-1, -2))[..., 0] + vm[..., 2:3, 3]  # [B, V, h*w*k]: row 2 of [R | t]
-    z = z.reshape(b, v, h, w, k)
+    z = (m @ vm[..., 2:3, :3].transpose(-1, -2))[..., 0] + vm[..., 2:3, 3]  # row 2 of [R | t]: camera z
+    return z.reshape(b, v, h, w, k)
+
+
+def depth_l1(means: Tensor, viewmats: Tensor, gt_depth: Tensor) -> Tensor:
+    """Mean |camera z - true z| of pixel-aligned Gaussians over the pixels that show the object, world units.
+
+    means, viewmats: as `gaussian_depth`; gt_depth: [B, V, h, w] camera z of the surface, 0 where the pixel misses
+    the object (those pixels are skipped).
+    Why: supervised only through renders, each view's Gaussians can sit anywhere along their rays and still
+    reproduce the images (docs/distill.md, "What limits the students"); 3D data knows where the surface is.
+    """
+    z = gaussian_depth(means, viewmats, tuple(gt_depth.shape[-2:]))
     gt = gt_depth.float()[..., None]
     on = (gt > 0).expand_as(z)
     if not on.any():

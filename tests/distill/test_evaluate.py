@@ -108,8 +108,9 @@ def test_dd3g_evaluate_prints_and_writes_json(trained, tmp_path, capsys):
     m = res["metrics"]
     assert res["num_objects"] == cfg.eval.num_objects and res["checkpoint"].endswith("final")
     for k in ("novel_psnr", "novel_ssim", "novel_iou", "student_vs_teacher_psnr", "student_vs_gt_teacher_views_psnr",
-              "teacher_vs_gt_psnr"):
+              "teacher_vs_gt_psnr", "gaussian_depth_error", "gaussian_depth_corr"):
         assert math.isfinite(m[k]), k
+    assert 0 < m["gaussian_depth_error"] < 2 and -1 <= m["gaussian_depth_corr"] <= 1
     assert 0 <= m["novel_iou"] <= 1 and -1 <= m["novel_ssim"] <= 1 and m["novel_psnr"] > 0
     assert len(res["per_object"]["novel_psnr"]) == cfg.eval.num_objects
     assert res["inference"]["median_ms"] > 0 and res["environment"]["device"] == "cpu"
@@ -117,6 +118,19 @@ def test_dd3g_evaluate_prints_and_writes_json(trained, tmp_path, capsys):
 
     im = Image.open(tmp_path / "t.png")
     assert im.size == (9 * 96, 2 * 96)  # input + 8 views; a prediction row and a ground-truth row
+
+
+def test_depth_agreement_against_hand_values():
+    import torch
+
+    from dd3g_distill.evaluate import depth_agreement
+
+    gt = torch.tensor([[0.0, 1.0], [2.0, 3.0]])
+    err, corr = depth_agreement(torch.tensor([[9.0, 1.5], [2.5, 3.5]]), gt)  # off-object pixel ignored
+    assert abs(err - 0.5) < 1e-12 and abs(corr - 1.0) < 1e-12
+    err, corr = depth_agreement(torch.tensor([[0.0, 3.0], [2.0, 1.0]]), gt)  # reversed order: corr -1
+    assert abs(err - 4 / 3) < 1e-12 and abs(corr + 1.0) < 1e-12
+    assert all(math.isnan(x) for x in depth_agreement(torch.ones(2, 2), torch.zeros(2, 2)))
 
 
 def test_evaluate_rejects_a_non_checkpoint(tmp_path):

@@ -126,7 +126,7 @@ def test_depth_l1_reads_the_camera_depth_of_each_pixel_gaussian():
     got = depth_l1(torch.tensor(means.reshape(b, -1, 3)), torch.tensor(vm), torch.tensor(gt))
     assert abs(got.item() - np.abs(off).mean()) < 1e-6
     with pytest.raises(ValueError, match="not 3 views"):
-        depth_l1(torch.zeros(b, 7, 3), torch.tensor(vm), torch.tensor(gt))
+        depth_l1(torch.zeros(b, 7, 3), torch.tensor(vm), torch.tensor(gt))  # 7 is no multiple of 3 x 5 x 5
 
 
 def test_depth_term_needs_ground_truth_and_is_lowered_by_one_step(tiny, tmp_path):
