@@ -154,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated subset of the ablations")
     ap.add_argument("--random-teacher", action="store_true", help="CPU smoke test: a random teacher of the config")
     args = ap.parse_args(argv)
-    for m in args.models.split(","):
+    for m in filter(None, args.models.split(",")):
         ablation_overrides(m, 0)  # an unknown name fails now, not after the quadruples
 
     import torch
