@@ -13,9 +13,9 @@
 // Two writers produce this same list:
 //   emit_run_serial   one thread writes its whole run (the original k_emit, DD3G_RASTER_EMIT=0). A warp's store
 //                     touches 32 unrelated places (each lane its own run): uncoalesced.
-//   EmitWalk + emit_copy_out   the staged writer (k_emit_staged, default): a block of kEmitThreads consecutive
-//                     depth-sorted Gaussians owns one contiguous segment of the list (the union of its threads'
-//                     runs). It is produced in rounds of kEmitChunk positions: every thread resumes its walk and
+//   EmitWalk + emit_copy_out   the staged writer (k_emit_staged, used from DD3G_RASTER_STAGED_MIN pairs up):
+//                     a block of kEmitThreads consecutive depth-sorted Gaussians owns one contiguous segment of
+//                     the list (the union of its threads' runs). It is produced in rounds of kEmitChunk positions: every thread resumes its walk and
 //                     writes the entries that fall in the round's window into shared memory, then the block copies
 //                     the window to global memory with consecutive threads at consecutive positions.
 #pragma once
