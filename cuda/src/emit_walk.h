@@ -15,9 +15,10 @@
 //                     touches 32 unrelated places (each lane its own run): uncoalesced.
 //   EmitWalk + emit_copy_out   the staged writer (k_emit_staged, used from DD3G_RASTER_STAGED_MIN pairs up):
 //                     a block of kEmitThreads consecutive depth-sorted Gaussians owns one contiguous segment of
-//                     the list (the union of its threads' runs). It is produced in rounds of kEmitChunk positions: every thread resumes its walk and
-//                     writes the entries that fall in the round's window into shared memory, then the block copies
-//                     the window to global memory with consecutive threads at consecutive positions.
+//                     the list (the union of its threads' runs). It is produced in rounds of kEmitChunk
+//                     positions: every thread resumes its walk and writes the entries that fall in the round's
+//                     window into shared memory, then the block copies the window to global memory with
+//                     consecutive threads at consecutive positions.
 #pragma once
 
 #include "raster_math.h"
