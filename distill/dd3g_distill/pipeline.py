@@ -187,8 +187,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     clock.mark("teacher loaded")
 
     # 1) quadruples, time-boxed; the finished prefix becomes the data set
-    q = generate_quadruples(cfg.quadruples, data_dir, teacher, dev, max_seconds=args.quad_seconds, progress=False)
-    qcfg, manifest = finish_prefix(data_dir, cfg.quadruples, teacher)
+    plan_path = work / "plan.json"
+    plan = json.loads(plan_path.read_text()) if plan_path.is_file() else None
+    qwant = cfg.quadruples
+    if plan is not None:  # a later call of a multi-call run: the data set is the one the plan was made for
+        import dataclasses
+
+        qwant = dataclasses.replace(qwant, num_objects=int(plan["key"]["objects"]))
+    q = generate_quadruples(qwant, data_dir, teacher, dev, max_seconds=args.quad_seconds, progress=False)
+    qcfg, manifest = finish_prefix(data_dir, qwant, teacher)
     if manifest is None:
         raise SystemExit("pipeline: no quadruple shard finished within --quad-seconds")
     log["quadruples"] = {"objects": qcfg.num_objects, "seconds": round(q["seconds"], 1),
@@ -203,9 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # --total-train-seconds all steps fit this call; with it the budget spans several calls, and plan.json keeps
     # it so that every later call resumes the same runs towards the same step count.
     overrides = {m: ablation_overrides(m, qcfg.extra_views) for m in models}
-    plan_path = work / "plan.json"
     plan_key = {"models": models, "config": str(args.config), "set": args.set, "objects": qcfg.num_objects}
-    plan = json.loads(plan_path.read_text()) if plan_path.is_file() else None
     if plan is not None and plan.get("key") != plan_key:
         raise SystemExit(f"pipeline: {plan_path} belongs to another run ({plan.get('key')}); use another --work")
     if plan is None:

@@ -17,19 +17,25 @@ def _run(tmp_path, *extra):
 
 
 def test_pipeline_runs_every_stage_and_keeps_its_plan(tmp_path):
-    rc = _run(tmp_path, "--models", "gt_only,gt_only_c", "--steps", "2", "--total-train-seconds", "60")
-    assert rc == 0
+    args = ("--models", "gt_only,gt_only_c", "--min-steps", "1", "--max-steps", "2", "--total-train-seconds", "1")
+    assert _run(tmp_path, *args) == 0
     plan = json.loads((tmp_path / "work" / "plan.json").read_text())
-    assert plan["steps"] == 2 and plan["key"]["models"] == ["gt_only", "gt_only_c"]
+    assert plan["steps"] in (1, 2) and plan["key"]["models"] == ["gt_only", "gt_only_c"]
+    assert set(plan["step_s"]) == {"gt_only", "gt_only_c"}  # sized by the calibration
     summary = json.loads((tmp_path / "work" / "results" / "distill_ablation.json").read_text())
     assert set(summary["models"]) == {"gt_only", "gt_only_c"}
     # gt_only reads the quadruples' extra ground-truth cameras, gt_only_c does not
     assert "train.extra_views=2" in summary["ablations"]["gt_only"]
     assert not any(o.startswith("train.extra_views") for o in summary["ablations"]["gt_only_c"])
     for m in ("gt_only", "gt_only_c"):
-        assert summary["models"][m]["training"]["steps_done"] == 2
+        assert summary["models"][m]["training"]["steps_done"] == plan["steps"]
     assert (tmp_path / "out" / "distill_results.tar").is_file()
     assert (tmp_path / "out" / "pepd-small.config.json").is_file()
+    # a later call of the same command reads the plan (no calibration, the plan's data set) and finds the runs done
+    (tmp_path / "work" / "calib").rename(tmp_path / "work" / "calib_first")
+    assert _run(tmp_path, *args) == 0
+    assert not (tmp_path / "work" / "calib").exists()
+    assert json.loads((tmp_path / "work" / "plan.json").read_text()) == plan
     # the same work folder cannot be reused for another set of models: the plan would not match
     with pytest.raises(SystemExit, match="belongs to another run"):
         _run(tmp_path, "--models", "gt_only", "--steps", "2", "--total-train-seconds", "60")
