@@ -144,6 +144,30 @@ def test_depth_term_needs_ground_truth_and_is_lowered_by_one_step(tiny, tmp_path
     assert after["depth"] < before["depth"], (before["depth"].item(), after["depth"].item())
 
 
+def test_ema_update_matches_a_per_tensor_lerp(tiny, tmp_path):
+    """Reference twin of the multi-tensor EMA: ema <- ema + (1 - d)(model - ema) per tensor, d = min(decay,
+    (1 + step) / (10 + step)), equal within float32 rounding."""
+    import copy
+
+    from dd3g_distill.train import _ema_update, build_model
+
+    teacher, data, tdir, ddir = tiny
+    model, _ = build_model(_cfg(tdir, ddir, tmp_path), teacher)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    ref = copy.deepcopy(ema)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    for step in (0, 5, 500):
+        _ema_update(ema, model, 0.99, step)
+        d = min(0.99, (1.0 + step) / (10.0 + step))
+        with torch.no_grad():
+            for pr, pm in zip(ref.parameters(), model.parameters()):
+                pr.add_((1.0 - d) * (pm - pr))
+    for a, b in zip(ema.parameters(), ref.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
 class AnalyticVerifier(torch.nn.Module):
     """A 'teacher' whose denoiser is exact for one known clean sample x*: eps_hat = (x_t - sqrt(ab) x*) / sqrt(1 - ab).
 
