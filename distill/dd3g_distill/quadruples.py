@@ -83,7 +83,12 @@ class QuadrupleConfig:
 
     def keys(self) -> tuple[str, ...]:
         """The tensors of a shard made with this config."""
-        return SHARD_KEYS + (EXTRA_KEYS if self.extra_views else ())
+        return shard_keys(self.extra_views)
+
+
+def shard_keys(extra_views: int) -> tuple[str, ...]:
+    """The tensors of a shard with `extra_views` extra ground-truth cameras per object."""
+    return SHARD_KEYS + (EXTRA_KEYS if extra_views else ())
 
 
 # ---- distributed helpers (no process group needed: sharding is by index) -----------------------------------
@@ -212,16 +217,16 @@ def extra_cameras(split: str, k: int, count: int, like) -> tuple[np.ndarray, np.
     the distance of camera `like` (a `dd3g_sdk.cameras.Camera`, the teacher's view 0) with its intrinsics. A pure
     function of (split, k): the same object always gets the same cameras, whatever the shard or process.
     """
-    from dd3g_sdk.cameras import Camera, look_at, stack_intrinsics, stack_viewmats
+    from dd3g_sdk.cameras import Camera, orbit_camera, stack_intrinsics, stack_viewmats
 
     from .data.world import object_seed
 
     rng = np.random.default_rng([object_seed(split, int(k)), 0xE7])
-    az = np.radians(rng.uniform(0.0, 360.0, count))
-    el = np.radians(rng.uniform(*EXTRA_ELEVATION_DEG, count))
+    az = rng.uniform(0.0, 360.0, count)
+    el = rng.uniform(*EXTRA_ELEVATION_DEG, count)
     r = float(np.linalg.norm(like.position))
-    cams = [Camera(look_at(r * np.array([np.cos(e) * np.sin(a), np.sin(e), np.cos(e) * np.cos(a)])),
-                   like.fx, like.fy, like.cx, like.cy, like.width, like.height) for a, e in zip(az, el)]
+    cams = [Camera(orbit_camera(float(a), float(e), r).world_to_cam, like.fx, like.fy, like.cx, like.cy, like.width,
+                   like.height) for a, e in zip(az, el)]
     return stack_viewmats(cams), stack_intrinsics(cams)
 
 
@@ -410,7 +415,7 @@ class QuadrupleSet:
         if manifest.get("format") != FORMAT:
             raise InputError(mpath, f"format {manifest.get('format')!r} is not {FORMAT!r}")
         if keys is None:  # everything the shards were made with
-            keys = SHARD_KEYS + (EXTRA_KEYS if manifest.get("config", {}).get("extra_views") else ())
+            keys = shard_keys(manifest.get("config", {}).get("extra_views", 0))
         parts: dict[str, list] = {k: [] for k in keys}
         for s in manifest["shards"]:
             p = root / s["file"]
