@@ -3,8 +3,8 @@
     dd3g evaluate runs/distill-small                       # a run folder (its final/ or latest checkpoint)
     dd3g evaluate runs/distill-small/final --num-objects 32 --json results.json --picture turntable.png
 
-For object k of the test split: the input image II (view 0, preprocessed like a user's image), the noise of
-seed `seed_offset + k`, one PEPD pass, then:
+For object k of the test split: the input image II (the view-0 render at the camera's framing, as in the
+quadruples), the noise of seed `seed_offset + k`, one PEPD pass, then:
 - novel views: the Gaussians rendered at `novel_azimuths` azimuths (offset by half a step from the teacher's
   0/90/180/270) at each of `novel_elevations` (not the teacher's 20 degrees), against ground-truth renders of
   the object: PSNR, SSIM (white background, whole image) and mask IoU (rendered alpha > 0.5 vs coverage >= 0.5);
@@ -46,7 +46,7 @@ class EvalConfig:
     novel_azimuths: int = 8  # evenly spaced, starting at 180/novel_azimuths (between the teacher's views)
     novel_elevations: tuple[float, ...] = (5.0, 35.0)
     render_size: int = 128  # novel-view resolution
-    input_render_size: int = 256  # view 0 rendered at this size, then preprocessed (as in the quadruples)
+    input_render_size: int = 256  # view 0 rendered at this size, then area-downsampled (as in the quadruples)
     supersample: int = 2  # anti-aliasing of the ground truth
     teacher_gap: bool = True  # run the teacher on the same inputs (needs a teacher)
     ode_steps: int = 25
@@ -107,7 +107,7 @@ def novel_cameras(cfg: EvalConfig, views, size: int):
 class EvalSet:
     """The held-out inputs and references, computed once and shared by every model evaluated on them.
 
-    Per object (batches of `cfg.batch_size`): image [b,3,S,S] (preprocessed, PEPD's input), noise [b,V,3,h,w],
+    Per object (batches of `cfg.batch_size`): image [b,3,S,S] (the view-0 render, PEPD's and the teacher's input), noise [b,V,3,h,w],
     ground truth at the novel cameras (gt_novel [b,C,3,R,R], cov_novel [b,C,1,R,R]) and at the teacher's
     cameras (gt_teacher [b,V,3,h,w], depth_teacher [b,V,h,w]: camera z, 0 off the object), and the teacher's output
     oi [b,V,3,h,w] when a teacher is given.
@@ -121,7 +121,7 @@ class EvalSet:
         from dd3g_sdk.cameras import stack_intrinsics, stack_viewmats
         from dd3g_sdk.noise import draw_noise
 
-        from .quadruples import render_ground_truth, render_inputs, to_u8
+        from .quadruples import render_ground_truth, render_input, to_u8
         from .train import freeze_teacher
 
         self.cfg, self.views, self.image_size = cfg, views, image_size
@@ -143,8 +143,8 @@ class EvalSet:
         for a in tqdm(range(0, len(self.indices), cfg.batch_size), desc="evaluation set", unit="batch",
                       disable=not progress):
             idx = self.indices[a:a + cfg.batch_size]
-            img_np, cond_np = render_inputs(cfg.split, idx, image_size, cfg.input_render_size,
-                                            views.cameras(image_size, image_size)[0], dev)
+            img_np = render_input(cfg.split, idx, image_size, cfg.input_render_size,
+                                  views.cameras(image_size, image_size)[0], dev)
             b = {"index": idx,
                  "image": torch.from_numpy(to_u8(img_np).astype(np.float32) / 255).to(dev),  # 8 bits, as a user's
                  "noise": torch.from_numpy(np.stack([draw_noise(cfg.seed_offset + k, self.noise_shape)
@@ -154,9 +154,9 @@ class EvalSet:
             gt_t, _, depth_t = render_ground_truth(cfg.split, idx, self.vm_t, self.K_t, h, cfg.supersample, dev)
             b["gt_teacher"], b["depth_teacher"] = torch.from_numpy(gt_t).to(dev), torch.from_numpy(depth_t).to(dev)
             if teacher is not None:
-                cond = torch.from_numpy(to_u8(cond_np).astype(np.float32) / 255).to(dev)
-                with torch.no_grad():
-                    b["oi"] = teacher.ode(b["noise"], teacher.condition(cond), steps=cfg.ode_steps).float().clamp(0, 1)
+                with torch.no_grad():  # the teacher reads the same 8-bit view-0 render as the student
+                    b["oi"] = teacher.ode(b["noise"], teacher.condition(b["image"]),
+                                          steps=cfg.ode_steps).float().clamp(0, 1)
             self.batches.append(b)
         self.seconds = time.perf_counter() - t0
 
@@ -192,6 +192,7 @@ def evaluate_model(model, es: EvalSet) -> dict:
     vm_t, K_t = torch.from_numpy(es.vm_t).to(dev), torch.from_numpy(es.K_t).to(dev)
     per: dict[str, list[float]] = {k: [] for k in ("novel_psnr", "novel_ssim", "novel_iou", "student_vs_teacher_psnr",
                                                    "student_vs_teacher_ssim", "student_vs_gt_teacher_views_psnr",
+                                                   "student_vs_gt_input_view_psnr",
                                                    "teacher_vs_gt_psnr", "gaussian_depth_error",
                                                    "gaussian_depth_corr")}
     for b in es.batches:
@@ -204,6 +205,7 @@ def evaluate_model(model, es: EvalSet) -> dict:
             per["novel_iou"] += iou(alpha[:, :, 0] > 0.5, b["cov_novel"][:, :, 0] >= 0.5).mean(1).tolist()
             rgb_t, _ = render_batch(g, vm_t.expand(n, -1, -1, -1), K_t.expand(n, -1, -1, -1), h, h)
             per["student_vs_gt_teacher_views_psnr"] += psnr(rgb_t, b["gt_teacher"]).mean(1).tolist()
+            per["student_vs_gt_input_view_psnr"] += psnr(rgb_t[:, 0], b["gt_teacher"][:, 0]).tolist()
             z = gaussian_depth(g["means"], vm_t.expand(n, -1, -1, -1), (h, h)).mean(-1)  # [n, V, h, h]
             for zi, di in zip(z, b["depth_teacher"]):
                 err, corr = depth_agreement(zi, di)
@@ -288,7 +290,7 @@ def turntable_picture(model, split: str, indices: Sequence[int], path: str | os.
     from dd3g_sdk.cameras import stack_intrinsics, stack_viewmats, turntable
     from dd3g_sdk.noise import draw_noise
 
-    from .quadruples import render_ground_truth, render_inputs, to_u8
+    from .quadruples import render_ground_truth, render_input, to_u8
     from .train import render_batch
 
     dev = torch.device(device or "cpu")
@@ -297,8 +299,7 @@ def turntable_picture(model, split: str, indices: Sequence[int], path: str | os.
     cams = turntable(views, mc.views.elevation_deg, mc.views.radius, mc.views.fov_deg, size, size)
     vm, K = stack_viewmats(cams), stack_intrinsics(cams)
     if images is None:
-        img_np, _ = render_inputs(split, indices, mc.image_size, input_render_size, mc.views.cameras(64, 64)[0],
-                                  dev)
+        img_np = render_input(split, indices, mc.image_size, input_render_size, mc.views.cameras(64, 64)[0], dev)
     else:
         img_np = np.stack([np.asarray(x, np.float32).transpose(2, 0, 1) for x in images])
     img = torch.from_numpy(to_u8(img_np).astype(np.float32) / 255).to(dev)

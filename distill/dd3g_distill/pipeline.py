@@ -23,8 +23,9 @@ several calls of the same command (checkpoints resume exactly; a call that does 
 work folder must survive between the calls (on the GPU host: the same warm machine, /tmp is kept).
 
 $OUT receives: distill_results.tar (results JSON, ablation table, pictures, metrics logs, TensorBoard events,
-the example pictures, pipeline log) and the chosen default model (fp16) split in parts below 16 MiB
-(pepd-small.safetensors.partNN + pepd-small.config.json + pepd-small.sha256): join with `cat`.
+the example pictures, pipeline log), the chosen default model (fp16) split in parts below 16 MiB
+(pepd-small.safetensors.partNN + pepd-small.config.json + pepd-small.sha256) and every model's fp16 weights
+(models_fp16.tar.partNN + .sha256: one PEPD folder per model): join with `cat`.
 """
 from __future__ import annotations
 
@@ -306,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pics["procworld_test"] = {"object": k, "seed": cfg.eval.seed_offset + k}
         robot = examples / "toy_robot.png"
         if robot.is_file():
-            img = load_image(robot, PreprocessConfig(size=mcfg.image_size))
+            img = load_image(robot, PreprocessConfig.framing(mcfg.image_size, mcfg.input_fill))
             turntable_picture(model, "test", [0], res_dir / "default_toy_robot.png", 0, device=dev, images=[img])
             pics["toy_robot"] = {"seed": 0}
     except Exception as e:  # noqa: BLE001 - pictures must not lose the numbers
@@ -336,6 +337,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 lp = work / f"{phase}_{m}.log"
                 if lp.is_file():
                     tar.add(lp, arcname=f"logs/{phase}_{m}.log")
+    # every model's EMA weights in fp16 too (8.6 MB each for "small"), so that a later choice of default or a CPU
+    # diagnosis needs no device time; skipped when the deadline is near
+    if clock.left() > 20.0:
+        fp16_dir = work / "fp16"
+        with tarfile.open(work / "models_fp16.tar", "w") as tar:
+            for m in results:
+                PEPD.from_pretrained(resolve_checkpoint(work / "runs" / m)).half().save_pretrained(fp16_dir / m)
+                tar.add(fp16_dir / m, arcname=m)
+        split_file(work / "models_fp16.tar", out, "models_fp16.tar")
     clock.mark("written")
     print(table)
     print(f"best: {best}  (fp16 default: novel PSNR {fp16_eval['metrics']['novel_psnr']:.2f})")

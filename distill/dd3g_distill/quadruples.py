@@ -1,10 +1,14 @@
 """N-C-II-OI quadruples: the teacher's noise, cameras, input image and multi-view output, pre-generated offline.
 
 For object k of a split of the procedural world (dd3g_distill.data.world):
-    II   input image: view 0 rendered as RGBA once, kept in two forms (see `render_inputs`): `image`, passed
-         through `dd3g_sdk.preprocess` exactly as `Generator` prepares a user's image (PEPD's input), and
-         `cond_image`, the plain render (the teacher's training condition, so the teacher stays in its
-         distribution);
+    II   input image: view 0 rendered as RGBA at the camera's own framing, area-downsampled onto white (see
+         `render_input`). It is stored twice, as `image` (PEPD's input) and `cond_image` (the teacher's
+         condition): the same pixels here, kept apart because a real teacher may read its condition at another
+         size. PEPD's input is *not* re-cropped the way `dd3g_sdk.preprocess` frames a user's image: its Gaussians
+         are pixel-aligned with view 0, so the input must show the object exactly where the ground truth and the
+         teacher's view 0 show it (format v3; v2 stored a re-cropped `image`, which left the object's position and
+         size in the world unknowable from the input: every student blurred). The SDK frames a user's image to the
+         median fill of these renders instead (`PEPDConfig.input_fill`);
     N    noise = dd3g_sdk.noise.draw_noise(seed_offset + k, teacher.sample_shape)  (the seed the SDK uses);
     C    the teacher's cameras (its view set at the teacher's resolution): viewmats [V,4,4], Ks [V,3,3];
     OI   the teacher's deterministic DDIM ODE from N, conditioned on II: [V,3,h,w] in 0..1.
@@ -46,7 +50,7 @@ from dd3g_sdk._fileio import atomic_write_bytes, atomic_write_text
 from dd3g_sdk.config import to_dict
 from dd3g_sdk.errors import InputError
 
-FORMAT = "dd3g-quadruples/v2"  # v2: gt_depth
+FORMAT = "dd3g-quadruples/v3"  # v2: gt_depth; v3: `image` is the plain view-0 render (pixel-aligned)
 SHARD_KEYS = ("index", "seed", "noise", "viewmats", "Ks", "image", "cond_image", "oi", "gt", "gt_mask", "gt_depth")
 EXTRA_KEYS = ("extra_viewmats", "extra_Ks", "extra_gt", "extra_mask")
 # Elevation range of the extra ground-truth cameras (degrees): below and well above the teacher's ring, short of
@@ -65,7 +69,7 @@ class QuadrupleConfig:
     batch_size: int = 64  # objects per teacher ODE call
     ode_steps: int = 25  # DDIM steps of the teacher's deterministic ODE
     image_size: int = 64  # II side (the PEPD input size)
-    input_render_size: int = 256  # view 0 is rendered at this size as RGBA, then preprocessed down to image_size
+    input_render_size: int = 256  # view 0 is rendered at this size as RGBA, then area-downsampled to image_size
     supersample: int = 2  # anti-aliasing of the ground-truth renders at C
     extra_views: int = 0  # ground truth at this many more cameras per object (the "3D data only" baseline's)
 
@@ -148,23 +152,17 @@ def teacher_identity(teacher) -> str:
 
 # ---- inputs from the procedural world -----------------------------------------------------------------------
 
-def render_inputs(split: str, indices: Sequence[int], image_size: int, render_size: int, camera,
-                  device=None) -> tuple[np.ndarray, np.ndarray]:
-    """The two input images of objects `indices`, both from one RGBA render by `camera` (the input view) at
-    `render_size`:
-
-    - image: preprocessed like a user's image (`dd3g_sdk.preprocess`: crop to the object, centre, scale to
-      70 % of the side, white background): what PEPD reads, here and in the SDK;
-    - cond: the plain render, area-downsampled to `image_size` on white: what the teacher was trained on
-      (view 0 of its training renders) and is conditioned on.
-    Returns (image, cond), each [n, 3, S, S] float32 0..1.
-    """
+def render_input(split: str, indices: Sequence[int], image_size: int, render_size: int, camera,
+                 device=None) -> np.ndarray:
+    """The input images II of objects `indices`: one RGBA render by `camera` (view 0) at `render_size`, area
+    averaged (premultiplied colour and coverage) to `image_size` and put over white, at the camera's own framing.
+    Pixel-aligned with the ground truth at view 0: the teacher's training condition and PEPD's input alike.
+    Returns [n, 3, S, S] float32 0..1."""
     import torch.nn.functional as F
 
     from dd3g_sdk.cameras import stack_intrinsics, stack_viewmats
-    from dd3g_sdk.preprocess import PreprocessConfig, load_image_rgba
 
-    from .data.world import RenderConfig, composite_white, object_spec, render
+    from .data.world import RenderConfig, object_spec, render
 
     if render_size % image_size:
         raise ValueError(f"input_render_size {render_size} must be a multiple of image_size {image_size}")
@@ -175,13 +173,7 @@ def render_inputs(split: str, indices: Sequence[int], image_size: int, render_si
     rgba = res.rgba[:, 0].clamp(0, 1)  # [n, 4, R, R] straight alpha
     # area average of premultiplied colour and coverage, then over white (what supersampling would give)
     prem = F.avg_pool2d(torch_cat_premul(rgba), render_size // image_size)
-    cond = (prem[:, :3] + (1 - prem[:, 3:4])).clamp(0, 1).cpu().numpy()
-    pcfg = PreprocessConfig(size=image_size)
-    imgs = []
-    for x in rgba.permute(0, 2, 3, 1).cpu().numpy():
-        rgb, _ = load_image_rgba(np.ascontiguousarray(x, np.float32), pcfg)
-        imgs.append(rgb.transpose(2, 0, 1))
-    return np.stack(imgs).astype(np.float32), cond.astype(np.float32)
+    return (prem[:, :3] + (1 - prem[:, 3:4])).clamp(0, 1).cpu().numpy().astype(np.float32)
 
 
 def torch_cat_premul(rgba):
@@ -250,7 +242,7 @@ def make_shard(cfg: QuadrupleConfig, teacher, indices: Sequence[int], device=Non
     indices = [int(k) for k in indices]
     V, _, h, _ = (int(s) for s in teacher.sample_shape)
     vm, K = teacher_cameras(teacher)
-    img, cond_img = render_inputs(cfg.split, indices, cfg.image_size, cfg.input_render_size, teacher.views[0], device)
+    cond_img = render_input(cfg.split, indices, cfg.image_size, cfg.input_render_size, teacher.views[0], device)
     gt, gt_mask, gt_depth = render_ground_truth(cfg.split, indices, vm, K, h, cfg.supersample, device)
     seeds = [cfg.seed_offset + k for k in indices]
     noise = np.stack([draw_noise(s, (V, 3, h, h)) for s in seeds])
@@ -266,7 +258,7 @@ def make_shard(cfg: QuadrupleConfig, teacher, indices: Sequence[int], device=Non
     arrays = {
         "index": np.asarray(indices, np.int64), "seed": np.asarray(seeds, np.int64), "noise": noise,
         "viewmats": np.broadcast_to(vm, (n, *vm.shape)).copy(), "Ks": np.broadcast_to(K, (n, *K.shape)).copy(),
-        "image": to_u8(img), "cond_image": to_u8(cond_img), "oi": to_u8(np.concatenate(oi)), "gt": to_u8(gt),
+        "image": to_u8(cond_img), "cond_image": to_u8(cond_img), "oi": to_u8(np.concatenate(oi)), "gt": to_u8(gt),
         "gt_mask": to_u8(gt_mask), "gt_depth": gt_depth.astype(np.float16),
     }
     if cfg.extra_views:

@@ -74,7 +74,9 @@ class Generator:
     def preprocess(self, image: ImageLike) -> np.ndarray:  # [3, S, S] float32 0..1
         from .preprocess import PreprocessConfig, load_image
 
-        return np.ascontiguousarray(load_image(image, PreprocessConfig(size=self.info.image_size)).transpose(2, 0, 1))
+        # Framed as the model's training inputs were: its Gaussians are pixel-aligned with this image.
+        cfg = PreprocessConfig.for_model(self.info)
+        return np.ascontiguousarray(load_image(image, cfg).transpose(2, 0, 1))
 
     def __call__(self, images: ImageLike | Sequence[ImageLike], seed: int = 0, seeds: Sequence[int] | None = None,
                  batch_size: int = 8, min_opacity: float = 0.0, progress: bool = False):

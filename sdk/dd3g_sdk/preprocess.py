@@ -2,6 +2,7 @@
 
     from dd3g_sdk.preprocess import PreprocessConfig, load_image
     rgb = load_image("chair.png", PreprocessConfig(size=64))   # [64, 64, 3] float32 in 0..1, white background
+    cfg = PreprocessConfig.for_model(generator.info)             # the framing a model was trained with
 
 RGBA images (the usual output of a background remover): the alpha channel is the object mask. The image is
 cropped to the bounding box of the pixels with alpha > ALPHA_THRESHOLD (0.5/255: every pixel that is not
@@ -53,6 +54,10 @@ def _open_formats() -> list[str]:
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
 
 
+# Fill assumed for model configs saved before PEPDConfig.input_fill existed (they were fed border_ratio 0.15).
+LEGACY_INPUT_FILL = 0.7
+
+
 @dataclass(frozen=True)
 class PreprocessConfig:
     size: int = 64  # output side in pixels (the model's input resolution)
@@ -69,6 +74,18 @@ class PreprocessConfig:
             raise ValueError(f"PreprocessConfig.background must be 3 values in 0..1, got {self.background!r}")
         if not self.max_pixels >= 1:
             raise ValueError(f"PreprocessConfig.max_pixels must be >= 1, got {self.max_pixels}")
+
+    @classmethod
+    def for_model(cls, info) -> "PreprocessConfig":
+        """The framing a model expects, from its `ModelInfo` (`Generator.info`): side `info.image_size`, the
+        object's longer side spanning `input_fill` of it (the fill of the renders it was trained on; from
+        `info.config`), i.e. border_ratio = (1 - input_fill) / 2."""
+        return cls.framing(int(info.image_size), float(info.config.get("input_fill", LEGACY_INPUT_FILL)))
+
+    @classmethod
+    def framing(cls, size: int, fill: float) -> "PreprocessConfig":
+        """Side `size`, the object's longer side spanning `fill` (0..1] of it."""
+        return cls(size=size, border_ratio=(1.0 - fill) / 2.0)
 
 
 def load_image(src: ImageSource, cfg: PreprocessConfig = PreprocessConfig()) -> np.ndarray:  # [S, S, 3]

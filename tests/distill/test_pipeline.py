@@ -31,6 +31,17 @@ def test_pipeline_runs_every_stage_and_keeps_its_plan(tmp_path):
         assert summary["models"][m]["training"]["steps_done"] == plan["steps"]
     assert (tmp_path / "out" / "distill_results.tar").is_file()
     assert (tmp_path / "out" / "pepd-small.config.json").is_file()
+    # every model's fp16 weights come back too, each a loadable PEPD folder
+    import io
+    import tarfile
+
+    from dd3g_sdk.model import PEPD
+
+    parts = sorted((tmp_path / "out").glob("models_fp16.tar.part*"))
+    with tarfile.open(fileobj=io.BytesIO(b"".join(p.read_bytes() for p in parts))) as tar:
+        tar.extractall(tmp_path / "fp16", filter="data")
+    for m in ("gt_only", "gt_only_c"):
+        assert PEPD.from_pretrained(tmp_path / "fp16" / m).num_gaussians > 0
     # a later call of the same command reads the plan (no calibration, the plan's data set) and finds the runs done
     (tmp_path / "work" / "calib").rename(tmp_path / "work" / "calib_first")
     assert _run(tmp_path, *args) == 0

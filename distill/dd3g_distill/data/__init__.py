@@ -4,9 +4,10 @@
 remover, or `python -m dd3g_distill.data.world --split train --count N --out DIR`), each loaded with
 `dd3g_sdk.preprocess.load_image(path, cfg)` -> float32 [S, S, 3] in 0..1 on white.
 
-Note on framing: `load_image` crops RGBA images to their alpha bounding box and re-centres them. The world's
-renders are framed by view 0's camera (the teacher's training condition), so `load_image`'s crop changes
-their framing; see the teacher's model card.
+Note on framing: `load_image` crops RGBA images to their alpha bounding box and re-centres them at the given
+`PreprocessConfig` fill (for a PEPD model: `PreprocessConfig.framing(cfg.image_size, cfg.input_fill)`). The
+world's quadruples do not go through it: their input is the view-0 render at the camera's own framing, which
+the ground truth shares (dd3g_distill.quadruples).
 """
 from __future__ import annotations
 

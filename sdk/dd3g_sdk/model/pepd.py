@@ -78,6 +78,10 @@ class PEPDConfig:
     scale_min: float = 1e-3
     scale_max: float = 0.1
     sh_rest_max: float = 0.5  # bound of the SH coefficients of bands >= 1
+    # Fraction of the input side that the object's longer side spans in the images the model is trained on: the
+    # SDK frames a user's image to it (dd3g_sdk.preprocess.PreprocessConfig.for_model). 0.57 is the median of the
+    # procedural world's view-0 renders (5-95 %: 0.45-0.70, 256 train objects); training inputs are not re-framed.
+    input_fill: float = 0.57
 
     def __post_init__(self) -> None:
         if self.kind != KIND:
@@ -106,6 +110,8 @@ class PEPDConfig:
             raise ValueError("need 0 < scale_min < scale_max")
         if self.image_size < 1 or self.depth_half_range <= 0 or self.offset_max < 0 or self.sh_rest_max < 0:
             raise ValueError("image_size and depth_half_range must be > 0, offset_max and sh_rest_max >= 0")
+        if not 0.0 < self.input_fill <= 1.0:
+            raise ValueError(f"input_fill must be in (0, 1], got {self.input_fill}")
         if self.depth_half_range >= self.views.radius:
             raise ValueError("depth_half_range must be smaller than the camera radius (Gaussians behind the camera)")
 
