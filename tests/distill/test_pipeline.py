@@ -56,3 +56,26 @@ def test_unknown_model_fails_before_any_work(tmp_path):
     with pytest.raises(SystemExit, match="unknown model 'nope'"):
         _run(tmp_path, "--models", "gt_only,nope")
     assert not (tmp_path / "work").exists()
+
+
+def _result(psnr: list[float], corr: float, iou: float = 0.5) -> dict:
+    return {"metrics": {"novel_psnr": sum(psnr) / len(psnr), "gaussian_depth_corr": corr, "novel_iou": iou},
+            "per_object": {"novel_psnr": psnr}}
+
+
+def test_default_choice_prefers_geometry_only_within_noise():
+    from dd3g_distill.pipeline import pick_default
+
+    base = [15.0, 17.0, 16.0, 18.0, 14.0, 16.5, 15.5, 17.5]
+    noisy = [b + d for b, d in zip(base, [0.3, -0.2, 0.1, -0.3, 0.2, -0.1, 0.25, -0.2])]  # mean +0.006, sem ~0.08
+    far = [b - 1.0 + d for b, d in zip(base, [0.1, -0.1] * 4)]  # 1 dB behind
+    # a statistical tie goes to the model whose Gaussians sit at the right depth
+    best, rec = pick_default({"a": _result(noisy, corr=0.01), "b": _result(base, corr=0.6)})
+    assert rec["leader_by_psnr"] == "a" and best == "b" and set(rec["tied"]) == {"a", "b"}
+    assert rec["gaps_to_leader"]["b"]["psnr_gap"] == pytest.approx(sum(noisy) / 8 - sum(base) / 8, abs=1e-4)
+    # a clear lead in PSNR is not given away for geometry
+    best, rec = pick_default({"a": _result(base, corr=0.01), "b": _result(far, corr=0.9)})
+    assert best == "a" and rec["tied"] == ["a"]
+    # an undefined depth correlation (NaN) ranks last among tied models
+    best, _ = pick_default({"a": _result(noisy, corr=float("nan")), "b": _result(base, corr=0.0)})
+    assert best == "b"
