@@ -107,10 +107,10 @@ def novel_cameras(cfg: EvalConfig, views, size: int):
 class EvalSet:
     """The held-out inputs and references, computed once and shared by every model evaluated on them.
 
-    Per object (batches of `cfg.batch_size`): image [b,3,S,S] (the view-0 render, PEPD's and the teacher's input), noise [b,V,3,h,w],
-    ground truth at the novel cameras (gt_novel [b,C,3,R,R], cov_novel [b,C,1,R,R]) and at the teacher's
-    cameras (gt_teacher [b,V,3,h,w], depth_teacher [b,V,h,w]: camera z, 0 off the object), and the teacher's output
-    oi [b,V,3,h,w] when a teacher is given.
+    Per object (batches of `cfg.batch_size`): image [b,3,S,S] (the view-0 render, PEPD's and the teacher's
+    input), noise [b,V,3,h,w], ground truth at the novel cameras (gt_novel [b,C,3,R,R], cov_novel [b,C,1,R,R])
+    and at the teacher's cameras (gt_teacher [b,V,3,h,w], depth_teacher [b,V,h,w]: camera z, 0 off the object),
+    and the teacher's output oi [b,V,3,h,w] when a teacher is given.
     """
 
     def __init__(self, cfg: EvalConfig, views, image_size: int, noise_shape, teacher=None, device=None,

@@ -150,8 +150,8 @@ def pick_default(results: dict[str, dict], z: float = 2.0) -> tuple[str, dict]:
             tied.append(m)
     best = max(tied, key=lambda m: (metric(m, "gaussian_depth_corr"), metric(m, "novel_iou")))
     reason = (f"{best}: best novel PSNR" if best == leader else
-              f"{best}: tied with {leader} on novel PSNR (gap {gaps[best]['psnr_gap']:.3f} +- {gaps[best]['sem']:.3f} dB, "
-              f"within {z:g} standard errors) with better Gaussian depth (corr "
+              f"{best}: tied with {leader} on novel PSNR (gap {gaps[best]['psnr_gap']:.3f} +- "
+              f"{gaps[best]['sem']:.3f} dB, within {z:g} standard errors) with better Gaussian depth (corr "
               f"{metric(best, 'gaussian_depth_corr'):.3f} vs {metric(leader, 'gaussian_depth_corr'):.3f})")
     return best, {"leader_by_psnr": leader, "tied": tied, "gaps_to_leader": gaps, "z": z, "reason": reason}
 
@@ -349,7 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     clock.mark(f"default = {best}; fp16 parts {parts}")
 
     summary = {"environment": results[best]["environment"] if results else log, "pipeline": log,
-               "table_markdown": table, "best": best, "default_choice": choice, "default_fp16_eval": fp16_eval["metrics"],
+               "table_markdown": table, "best": best, "default_choice": choice,
+               "default_fp16_eval": fp16_eval["metrics"],
                "default_fp16_inference": fp16_eval["inference"], "examples": pics,
                "models": {m: {"metrics": r["metrics"], "inference": r["inference"], "training": r["training"]}
                           for m, r in results.items()},

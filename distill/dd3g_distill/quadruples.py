@@ -242,14 +242,14 @@ def make_shard(cfg: QuadrupleConfig, teacher, indices: Sequence[int], device=Non
     indices = [int(k) for k in indices]
     V, _, h, _ = (int(s) for s in teacher.sample_shape)
     vm, K = teacher_cameras(teacher)
-    cond_img = render_input(cfg.split, indices, cfg.image_size, cfg.input_render_size, teacher.views[0], device)
+    ii = render_input(cfg.split, indices, cfg.image_size, cfg.input_render_size, teacher.views[0], device)
     gt, gt_mask, gt_depth = render_ground_truth(cfg.split, indices, vm, K, h, cfg.supersample, device)
     seeds = [cfg.seed_offset + k for k in indices]
     noise = np.stack([draw_noise(s, (V, 3, h, h)) for s in seeds])
     oi = []
     for a in range(0, len(indices), cfg.batch_size):
         # The teacher reads the uint8-rounded condition that is stored: a quadruple is self-consistent.
-        ci = torch.from_numpy(to_u8(cond_img[a:a + cfg.batch_size]).astype(np.float32) / 255).to(device)
+        ci = torch.from_numpy(to_u8(ii[a:a + cfg.batch_size]).astype(np.float32) / 255).to(device)
         n = torch.from_numpy(noise[a:a + cfg.batch_size]).to(device)
         with torch.no_grad():
             out = teacher.ode(n, teacher.condition(ci), steps=cfg.ode_steps)
@@ -258,7 +258,7 @@ def make_shard(cfg: QuadrupleConfig, teacher, indices: Sequence[int], device=Non
     arrays = {
         "index": np.asarray(indices, np.int64), "seed": np.asarray(seeds, np.int64), "noise": noise,
         "viewmats": np.broadcast_to(vm, (n, *vm.shape)).copy(), "Ks": np.broadcast_to(K, (n, *K.shape)).copy(),
-        "image": to_u8(cond_img), "cond_image": to_u8(cond_img), "oi": to_u8(np.concatenate(oi)), "gt": to_u8(gt),
+        "image": to_u8(ii), "cond_image": to_u8(ii), "oi": to_u8(np.concatenate(oi)), "gt": to_u8(gt),
         "gt_mask": to_u8(gt_mask), "gt_depth": gt_depth.astype(np.float16),
     }
     if cfg.extra_views:
