@@ -204,8 +204,9 @@ def evaluate_model(model, es: EvalSet) -> dict:
             per["novel_ssim"] += ssim(rgb, b["gt_novel"]).mean(1).tolist()
             per["novel_iou"] += iou(alpha[:, :, 0] > 0.5, b["cov_novel"][:, :, 0] >= 0.5).mean(1).tolist()
             rgb_t, _ = render_batch(g, vm_t.expand(n, -1, -1, -1), K_t.expand(n, -1, -1, -1), h, h)
-            per["student_vs_gt_teacher_views_psnr"] += psnr(rgb_t, b["gt_teacher"]).mean(1).tolist()
-            per["student_vs_gt_input_view_psnr"] += psnr(rgb_t[:, 0], b["gt_teacher"][:, 0]).tolist()
+            per_view = psnr(rgb_t, b["gt_teacher"])  # [n, V]; view 0 is the input view
+            per["student_vs_gt_teacher_views_psnr"] += per_view.mean(1).tolist()
+            per["student_vs_gt_input_view_psnr"] += per_view[:, 0].tolist()
             z = gaussian_depth(g["means"], vm_t.expand(n, -1, -1, -1), (h, h)).mean(-1)  # [n, V, h, h]
             for zi, di in zip(z, b["depth_teacher"]):
                 err, corr = depth_agreement(zi, di)
