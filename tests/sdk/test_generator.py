@@ -64,10 +64,10 @@ def test_render_turntable(tiny_ckpt, rgba_image):
 def test_embedded_default_model_is_trained():
     """The committed default (sdk/dd3g_sdk/weights/pepd-small) loads without the random-model warning and, on
     both bundled examples, reproduces its input at the input view and has volume seen from the side. Measured
-    (CPU, 2026-11-27 weights): procedural example alpha 0.91 on the object's pixels and 0.009 off them, PSNR
-    27.8 dB against the framed input (an empty white image: 11.9 dB); toy robot 0.87 / 0.009, 24.8 dB (white 14.2);
-    silhouette area at azimuths 90 and 270 = 0.87-1.22x the input view's (a flat card seen edge-on: ~0; the random
-    stand-in: alpha ~1 everywhere, 7.5 dB)."""
+    (CPU, 2026-11-27 weights, gt_only on 16,384 objects): procedural example alpha 0.93 on the object's pixels and
+    0.007 off them, PSNR 29.3 dB against the framed input (an empty white image: 11.9 dB); toy robot 0.89 / 0.008,
+    26.0 dB (white 14.2); silhouette area at azimuths 90 and 270 = 0.82-1.35x the input view's (a flat card seen
+    edge-on: ~0; the random stand-in: alpha ~1 everywhere, 7.5 dB)."""
     import warnings
     from pathlib import Path
 
