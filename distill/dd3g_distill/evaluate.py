@@ -174,6 +174,15 @@ def depth_agreement(z, gt) -> tuple[float, float]:
     return err, float((a * b).sum()) / den if den > 0 else float("nan")
 
 
+def other_views_share(opacities, views: int):  # opacities [B, N] -> [B]
+    """Share of the total opacity held by the Gaussians of source views 1..V-1 (N in view-major order).
+
+    (V-1)/V when every view contributes alike; near 0 when the model has collapsed onto view 0, the one that sees
+    the input (docs/distill.md, "16,384 objects")."""
+    per_view = opacities.float().reshape(opacities.shape[0], views, -1).sum(-1)  # [B, V]
+    return per_view[:, 1:].sum(1) / per_view.sum(1).clamp_min(1e-12)
+
+
 def evaluate_model(model, es: EvalSet) -> dict:
     """Metrics of `model` (a PEPD) on the evaluation set `es` (see the module docstring)."""
     import torch
@@ -194,7 +203,7 @@ def evaluate_model(model, es: EvalSet) -> dict:
                                                    "student_vs_teacher_ssim", "student_vs_gt_teacher_views_psnr",
                                                    "student_vs_gt_input_view_psnr",
                                                    "teacher_vs_gt_psnr", "gaussian_depth_error",
-                                                   "gaussian_depth_corr")}
+                                                   "gaussian_depth_corr", "other_views_opacity_share")}
     for b in es.batches:
         n = len(b["index"])
         with torch.no_grad():
@@ -212,6 +221,7 @@ def evaluate_model(model, es: EvalSet) -> dict:
                 err, corr = depth_agreement(zi, di)
                 per["gaussian_depth_error"].append(err)
                 per["gaussian_depth_corr"].append(corr)
+            per["other_views_opacity_share"] += other_views_share(g["opacities"], mc.num_views).tolist()
             if "oi" in b:
                 per["student_vs_teacher_psnr"] += psnr(rgb_t, b["oi"]).mean(1).tolist()
                 per["student_vs_teacher_ssim"] += ssim(rgb_t, b["oi"]).mean(1).tolist()
@@ -331,7 +341,8 @@ def turntable_picture(model, split: str, indices: Sequence[int], path: str | os.
 TABLE_COLUMNS = (("novel_psnr", "PSNR novel"), ("novel_ssim", "SSIM novel"), ("novel_iou", "IoU novel"),
                  ("student_vs_teacher_psnr", "vs teacher PSNR"), ("student_vs_gt_teacher_views_psnr",
                                                                   "teacher views vs GT PSNR"),
-                 ("gaussian_depth_corr", "Gaussian depth corr"))
+                 ("gaussian_depth_corr", "Gaussian depth corr"),
+                 ("other_views_opacity_share", "views 1+ opacity share"))
 
 
 def format_table(rows: dict[str, dict]) -> str:

@@ -30,6 +30,7 @@ class LossConfig:
     w_mask: float = 0.5  # weight of the mask term: MSE between rendered alpha and the target mask
     w_sds: float = 0.05  # the SDS weight reached at the end of the sigmoid ramp
     w_depth: float = 0.0  # ground-truth depth of the pixel-aligned Gaussians (target "gt" only; see depth_l1)
+    w_own_view: float = 0.0  # each source view's Gaussians alone at its own camera (see train.own_view_render)
     sds_ramp_center: float = 0.5  # fraction of training where the ramp is at half weight
     sds_ramp_sharpness: float = 10.0  # slope of the ramp (per unit of training fraction)
     sds_t_min: float = 0.02  # SDS timesteps are drawn uniformly from [t_min, t_max] * num_train_timesteps
@@ -40,9 +41,11 @@ class LossConfig:
     def __post_init__(self) -> None:
         if not (self.explicit or self.implicit):
             raise ValueError("at least one of LossConfig.explicit and LossConfig.implicit must be on")
+        if self.w_own_view and not self.explicit:
+            raise ValueError("LossConfig.w_own_view is a part of explicit supervision: it needs explicit=true")
         if not 0.0 <= self.sds_t_min < self.sds_t_max <= 1.0:
             raise ValueError("need 0 <= sds_t_min < sds_t_max <= 1")
-        for name in ("w_mse", "w_ssim", "w_mask", "w_sds", "w_depth"):
+        for name in ("w_mse", "w_ssim", "w_mask", "w_sds", "w_depth", "w_own_view"):
             if getattr(self, name) < 0:
                 raise ValueError(f"LossConfig.{name} must be >= 0")
 

@@ -16,6 +16,8 @@ Models (same data, same number of steps, same batch; trained at the same time as
              quadruples' extra ground-truth cameras when they have some (quadruples.extra_views)
     gt_only_c  the same at the teacher's cameras C only (what gt_only was before extra views; shows their effect)
     gt_depth   gt_only plus the ground-truth depth of the pixel-aligned Gaussians (loss.w_depth = 1)
+    gt_own     gt_only plus each view's Gaussians rendered alone at its own camera (loss.w_own_view = 1)
+    gt_depth_own  gt_depth and gt_own together
 Steps: a short concurrent calibration run measures the slowest model's step time; the real runs get
 steps = training time left / that step time (and a wall-clock cap as a safety net, reported if it hits).
 With --total-train-seconds T the budget is T / that step time, kept in WORK/plan.json, and training spans
@@ -50,16 +52,19 @@ ABLATIONS: dict[str, list[str]] = {
     "gt_only": ["train.target=gt", "loss.implicit=false", "train.init_from_teacher=false"],
     "gt_only_c": ["train.target=gt", "loss.implicit=false", "train.init_from_teacher=false"],
     "gt_depth": ["train.target=gt", "loss.implicit=false", "train.init_from_teacher=false", "loss.w_depth=1.0"],
+    "gt_own": ["train.target=gt", "loss.implicit=false", "train.init_from_teacher=false", "loss.w_own_view=1.0"],
+    "gt_depth_own": ["train.target=gt", "loss.implicit=false", "train.init_from_teacher=false", "loss.w_depth=1.0",
+                     "loss.w_own_view=1.0"],
 }
 DEFAULT_MODELS = ("full", "no_iv", "no_ra", "gt_only")
 
 
 def ablation_overrides(name: str, extra_views: int) -> list[str]:
-    """The --set overrides of one ablation; gt_only and gt_depth read every extra ground-truth view the quadruples
-    hold."""
+    """The --set overrides of one ablation; the ground-truth models except gt_only_c read every extra ground-truth
+    view the quadruples hold."""
     if name not in ABLATIONS:
         raise SystemExit(f"pipeline: unknown model {name!r} (one of {', '.join(ABLATIONS)})")
-    extra = name in ("gt_only", "gt_depth") and extra_views
+    extra = name.startswith("gt_") and name != "gt_only_c" and extra_views
     return ABLATIONS[name] + ([f"train.extra_views={extra_views}"] if extra else [])
 PART_BYTES = 15 * 1024 * 1024
 

@@ -295,6 +295,24 @@ def render_batch(g: dict[str, Tensor], viewmats: Tensor, Ks: Tensor, width: int,
     return torch.stack(rgbs), torch.stack(alphas)
 
 
+GAUSSIAN_KEYS = ("means", "quats", "scales", "opacities", "sh")
+
+
+def own_view_render(g: dict[str, Tensor], viewmats: Tensor, Ks: Tensor, size: int) -> tuple[Tensor, Tensor]:
+    """Each source view's pixel-aligned Gaussians rendered alone at that view's own camera.
+
+    g: as `render_batch`, N = V * (Gaussians per view) in view-major order (as PEPD emits them);
+    viewmats [B,V,4,4], Ks [B,V,3,3]: the V source cameras. Returns rgb [B,V,3,size,size], alpha [B,V,1,size,size].
+    Why: rendered all together, view 0's Gaussians (the ones that see the input) can explain every camera, and
+    the other views' Gaussians fade out (docs/distill.md, "16,384 objects"); alone, each view must show its own
+    camera's picture.
+    """
+    b, v = viewmats.shape[:2]
+    gv = {k: g[k].reshape(b * v, g[k].shape[1] // v, *g[k].shape[2:]) for k in GAUSSIAN_KEYS}
+    rgb, alpha = render_batch(gv, viewmats.reshape(b * v, 1, 4, 4), Ks.reshape(b * v, 1, 3, 3), size, size)
+    return rgb.reshape(b, v, *rgb.shape[2:]), alpha.reshape(b, v, *alpha.shape[2:])
+
+
 # ---- model ------------------------------------------------------------------------------------------------------
 
 def model_config(cfg: DistillConfig):
@@ -534,6 +552,13 @@ def loss_terms(model, batch: dict, cfg: DistillConfig, step: int, teacher=None, 
         e = explicit_terms(rgb_all.flatten(0, 1), alpha_all.flatten(0, 1), target.flatten(0, 1), mask)
         terms.update(e)
         total = total + lc.w_mse * e["mse"] + lc.w_ssim * e["ssim"] + lc.w_mask * e["mask"]
+        if lc.w_own_view:
+            own_rgb, own_alpha = own_view_render(out, batch["viewmats"], batch["Ks"], h)
+            t_c = target[:, :V].flatten(0, 1)  # the V source cameras come first (extra views after them)
+            m_c = mask.view(rgb.shape[0], -1, *mask.shape[1:])[:, :V].flatten(0, 1)
+            o = explicit_terms(own_rgb.flatten(0, 1), own_alpha.flatten(0, 1), t_c, m_c)
+            terms.update({f"own_{k}": t for k, t in o.items()})
+            total = total + lc.w_own_view * (lc.w_mse * o["mse"] + lc.w_ssim * o["ssim"] + lc.w_mask * o["mask"])
     if lc.w_depth:
         terms["depth"] = depth_l1(out["means"], batch["viewmats"], batch["gt_depth"])
         total = total + lc.w_depth * terms["depth"]

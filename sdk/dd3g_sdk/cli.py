@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
+from .gaussians import INVISIBLE_OPACITY
 from .errors import InputError, report
 
 # Commands whose code lives in other packages (or heavier modules) are imported only when they run, so that
@@ -69,7 +70,9 @@ def build_parser(lazy: dict[str, Callable] | None = None) -> argparse.ArgumentPa
     g.add_argument("--preview", action="store_true", help="also write a turntable GIF (reference rasteriser)")
     g.add_argument("--preview-format", choices=["gif", "mp4"], default="gif")
     g.add_argument("--preview-size", type=int, default=192)
-    g.add_argument("--min-opacity", type=float, default=0.0, help="drop Gaussians below this opacity")
+    g.add_argument("--min-opacity", type=float, default=INVISIBLE_OPACITY,
+                   help="drop Gaussians below this opacity (default 1/255: those that no renderer draws, so the "
+                        "pictures are unchanged and the files smaller; 0 keeps all)")
     g.add_argument("--view", action="store_true", help="open the browser viewer on the result")
     _add_model_arguments(g)
 

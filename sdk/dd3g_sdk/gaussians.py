@@ -17,6 +17,9 @@ import numpy as np
 
 C0 = 0.28209479177387814  # Y_0^0 of the real SH basis
 SH_COEFFS = {1: 0, 4: 1, 9: 2, 16: 3}  # K -> degree
+# A Gaussian below this opacity never reaches the renderers' alpha cut-off (alpha = opacity * exp(-sigma) < 1/255
+# is skipped by the reference rasteriser, gsplat and cuda/): dropping it leaves every pixel as it was.
+INVISIBLE_OPACITY = 1.0 / 255.0
 
 
 def rgb_to_sh0(rgb: np.ndarray) -> np.ndarray:
@@ -134,7 +137,8 @@ class Gaussians:
         return self[np.all((self.means >= lo_) & (self.means <= hi_), axis=1)]
 
     def prune(self, min_opacity: float = 0.005) -> "Gaussians":
-        """Drop the Gaussians with opacity below `min_opacity`."""
+        """Drop the Gaussians with opacity below `min_opacity` (`INVISIBLE_OPACITY`: only those that no renderer
+        draws)."""
         return self[self.opacities >= min_opacity]
 
     def with_sh_degree(self, degree: int) -> "Gaussians":

@@ -133,6 +133,18 @@ def test_depth_agreement_against_hand_values():
     assert all(math.isnan(x) for x in depth_agreement(torch.ones(2, 2), torch.zeros(2, 2)))
 
 
+def test_other_views_share_against_hand_values():
+    import torch
+
+    from dd3g_distill.evaluate import other_views_share
+
+    op = torch.tensor([[0.4, 0.4, 0.1, 0.1, 0.0, 0.0],   # 3 views of 2 Gaussians: 0.8 / 0.2 / 0.0
+                       [0.5, 0.5, 0.5, 0.5, 0.5, 0.5]])  # even: 2/3 outside view 0
+    share = other_views_share(op, 3)
+    assert torch.allclose(share, torch.tensor([0.2, 2 / 3]), atol=1e-7)
+    assert other_views_share(torch.zeros(1, 4), 2).item() == 0.0  # all transparent: 0, not NaN
+
+
 def test_evaluate_rejects_a_non_checkpoint(tmp_path):
     from dd3g_distill.evaluate import resolve_checkpoint
     from dd3g_sdk.errors import InputError

@@ -79,3 +79,17 @@ def test_default_choice_prefers_geometry_only_within_noise():
     # an undefined depth correlation (NaN) ranks last among tied models
     best, _ = pick_default({"a": _result(noisy, corr=float("nan")), "b": _result(base, corr=0.0)})
     assert best == "b"
+
+
+def test_every_ablation_is_a_valid_config_and_reads_extra_views_where_it_should():
+    """Each model's overrides build a DistillConfig (a typo in a key is an error there); the ground-truth models
+    except gt_only_c read the extra views, the distilled ones cannot (the teacher has none)."""
+    from dd3g_distill.pipeline import ABLATIONS, ablation_overrides
+    from dd3g_distill.train import load_distill_config
+
+    for name in ABLATIONS:
+        cfg = load_distill_config(CONFIG, ablation_overrides(name, 2))
+        assert cfg.train.extra_views == (2 if name.startswith("gt_") and name != "gt_only_c" else 0), name
+        assert (cfg.train.target == "gt") == name.startswith("gt_"), name
+    own = load_distill_config(CONFIG, ablation_overrides("gt_depth_own", 0)).loss
+    assert own.w_depth == 1.0 and own.w_own_view == 1.0
