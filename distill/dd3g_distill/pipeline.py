@@ -202,13 +202,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .quadruples import finish_prefix, generate_quadruples
     from .train import load_distill_config, load_teacher, model_config, pick_device, read_metrics
 
+    cfg = load_distill_config(args.config, args.set)
+    if not cfg.quadruples.teacher_outputs:  # a ground-truth-only store: fail now, not after generating it
+        need = [m for m in filter(None, args.models.split(",")) if "train.target=gt" not in ABLATIONS[m]]
+        if need:
+            raise SystemExit(f"pipeline: {', '.join(need)} read the teacher's outputs, which "
+                             f"quadruples.teacher_outputs=false does not make")
     clock = Clock(args.deadline)
     out, work = args.out, args.work
     out.mkdir(parents=True, exist_ok=True)
     res_dir = work / "results"
     for d in (work, res_dir):
         d.mkdir(parents=True, exist_ok=True)
-    cfg = load_distill_config(args.config, args.set)
     dev = pick_device()
     log: dict = {"device": str(dev), "torch": torch.__version__, "config": str(args.config)}
     if dev.type == "cuda":

@@ -11,7 +11,8 @@ For object k of a split of the procedural world (dd3g_distill.data.world):
          median fill of these renders instead (`PEPDConfig.input_fill`);
     N    noise = dd3g_sdk.noise.draw_noise(seed_offset + k, teacher.sample_shape)  (the seed the SDK uses);
     C    the teacher's cameras (its view set at the teacher's resolution): viewmats [V,4,4], Ks [V,3,3];
-    OI   the teacher's deterministic DDIM ODE from N, conditioned on II: [V,3,h,w] in 0..1.
+    OI   the teacher's deterministic DDIM ODE from N, conditioned on II: [V,3,h,w] in 0..1 (not made with
+         `teacher_outputs=false`: a ground-truth-only store for the "3D data only" models).
 Each shard also stores the ground-truth renders at C (`gt`, `gt_mask`), which the "3D data only" baseline
 trains on and which distillation never reads, and, with `extra_views` E > 0, ground truth at E more cameras per
 object (`extra_*`, seeded by the object: see `extra_cameras`): 3D data gives any view for free, and without
@@ -23,8 +24,8 @@ Layout of a quadruple folder:
     manifest.json             written once every shard is done: config, teacher, shards with sha256
 Tensors: index [n] int64 (object k), seed [n] int64, noise [n,V,3,h,w] f32, viewmats [n,V,4,4] f32,
 Ks [n,V,3,3] f32, image [n,3,S,S] u8 (II as PEPD reads it), cond_image [n,3,S,S] u8 (II as the teacher reads it),
-oi [n,V,3,h,w] u8, gt [n,V,3,h,w] u8, gt_mask [n,V,1,h,w] u8 (coverage), gt_depth [n,V,h,w] f16 (camera z of the
-surface in world units, 0 off the object); with E extra views also
+oi [n,V,3,h,w] u8 (with teacher_outputs), gt [n,V,3,h,w] u8, gt_mask [n,V,1,h,w] u8 (coverage),
+gt_depth [n,V,h,w] f16 (camera z of the surface in world units, 0 off the object); with E extra views also
 extra_viewmats [n,E,4,4] f32, extra_Ks [n,E,3,3] f32, extra_gt [n,E,3,h,w] u8, extra_mask [n,E,1,h,w] u8.
 
 Resumable: a shard whose sidecar matches its file's sha256 and the config is skipped. Splits across
@@ -72,6 +73,9 @@ class QuadrupleConfig:
     input_render_size: int = 256  # view 0 is rendered at this size as RGBA, then area-downsampled to image_size
     supersample: int = 2  # anti-aliasing of the ground-truth renders at C
     extra_views: int = 0  # ground truth at this many more cameras per object (the "3D data only" baseline's)
+    # false: no teacher ODE, no `oi` (ground truth, noise and cameras only): a store for the "3D data only" models
+    # that cannot be distilled from; the ODE is most of the generation time
+    teacher_outputs: bool = True
 
     def __post_init__(self) -> None:
         from .data.world import SPLITS
@@ -87,12 +91,14 @@ class QuadrupleConfig:
 
     def keys(self) -> tuple[str, ...]:
         """The tensors of a shard made with this config."""
-        return shard_keys(self.extra_views)
+        return shard_keys(self.extra_views, self.teacher_outputs)
 
 
-def shard_keys(extra_views: int) -> tuple[str, ...]:
-    """The tensors of a shard with `extra_views` extra ground-truth cameras per object."""
-    return SHARD_KEYS + (EXTRA_KEYS if extra_views else ())
+def shard_keys(extra_views: int, teacher_outputs: bool = True) -> tuple[str, ...]:
+    """The tensors of a shard with `extra_views` extra ground-truth cameras per object, with or without the
+    teacher's output `oi`."""
+    base = SHARD_KEYS if teacher_outputs else tuple(k for k in SHARD_KEYS if k != "oi")
+    return base + (EXTRA_KEYS if extra_views else ())
 
 
 # ---- distributed helpers (no process group needed: sharding is by index) -----------------------------------
@@ -247,7 +253,7 @@ def make_shard(cfg: QuadrupleConfig, teacher, indices: Sequence[int], device=Non
     seeds = [cfg.seed_offset + k for k in indices]
     noise = np.stack([draw_noise(s, (V, 3, h, h)) for s in seeds])
     oi = []
-    for a in range(0, len(indices), cfg.batch_size):
+    for a in range(0, len(indices) if cfg.teacher_outputs else 0, cfg.batch_size):
         # The teacher reads the uint8-rounded condition that is stored: a quadruple is self-consistent.
         ci = torch.from_numpy(to_u8(ii[a:a + cfg.batch_size]).astype(np.float32) / 255).to(device)
         n = torch.from_numpy(noise[a:a + cfg.batch_size]).to(device)
@@ -258,9 +264,11 @@ def make_shard(cfg: QuadrupleConfig, teacher, indices: Sequence[int], device=Non
     arrays = {
         "index": np.asarray(indices, np.int64), "seed": np.asarray(seeds, np.int64), "noise": noise,
         "viewmats": np.broadcast_to(vm, (n, *vm.shape)).copy(), "Ks": np.broadcast_to(K, (n, *K.shape)).copy(),
-        "image": to_u8(ii), "cond_image": to_u8(ii), "oi": to_u8(np.concatenate(oi)), "gt": to_u8(gt),
+        "image": to_u8(ii), "cond_image": to_u8(ii), "gt": to_u8(gt),
         "gt_mask": to_u8(gt_mask), "gt_depth": gt_depth.astype(np.float16),
     }
+    if cfg.teacher_outputs:
+        arrays["oi"] = to_u8(np.concatenate(oi))
     if cfg.extra_views:
         cams = [extra_cameras(cfg.split, k, cfg.extra_views, teacher.views[0]) for k in indices]
         evm, eK = np.stack([c[0] for c in cams]), np.stack([c[1] for c in cams])
@@ -406,8 +414,12 @@ class QuadrupleSet:
             raise InputError(mpath, f"not valid JSON ({e})") from None
         if manifest.get("format") != FORMAT:
             raise InputError(mpath, f"format {manifest.get('format')!r} is not {FORMAT!r}")
+        made = manifest.get("config", {})
         if keys is None:  # everything the shards were made with
-            keys = shard_keys(manifest.get("config", {}).get("extra_views", 0))
+            keys = shard_keys(made.get("extra_views", 0), made.get("teacher_outputs", True))
+        elif "oi" in keys and not made.get("teacher_outputs", True):
+            raise InputError(root, "these quadruples hold no teacher outputs (made with quadruples.teacher_outputs="
+                                   "false): only train.target=gt can read them")
         parts: dict[str, list] = {k: [] for k in keys}
         for s in manifest["shards"]:
             p = root / s["file"]

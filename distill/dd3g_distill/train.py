@@ -615,6 +615,9 @@ def train(cfg: DistillConfig, *, teacher=None, data: QuadrupleSet | None = None,
         data = QuadrupleSet.load(cfg.data, device=dev)
     if len(data) < tc.batch_size:
         raise InputError(cfg.data, f"{len(data)} quadruples are fewer than one batch of {tc.batch_size}")
+    if tc.target == "teacher" and "oi" not in data.t:
+        raise InputError(cfg.data, "these quadruples hold no teacher outputs (made with quadruples.teacher_outputs="
+                                   "false): only train.target=gt can read them")
 
     model, init_info = build_model(cfg, teacher, seed=tc.seed)
     if model.config.image_size != data.t["image"].shape[-1]:

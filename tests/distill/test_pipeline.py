@@ -93,3 +93,9 @@ def test_every_ablation_is_a_valid_config_and_reads_extra_views_where_it_should(
         assert (cfg.train.target == "gt") == name.startswith("gt_"), name
     own = load_distill_config(CONFIG, ablation_overrides("gt_depth_own", 0)).loss
     assert own.w_depth == 1.0 and own.w_own_view == 1.0
+
+
+def test_ground_truth_only_store_refuses_distilled_models_before_any_work(tmp_path):
+    with pytest.raises(SystemExit, match="no_iv read the teacher's outputs"):
+        _run(tmp_path, "--models", "gt_only,no_iv", "--set", "quadruples.teacher_outputs=false")
+    assert not (tmp_path / "work").exists()

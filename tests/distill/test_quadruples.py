@@ -160,3 +160,30 @@ def test_extra_views_hold_ground_truth_at_seeded_cameras(world):
     assert np.abs(t["extra_gt"][5].numpy().astype(int) - to_u8(gt[0]).astype(int)).max() <= 1
     assert np.abs(t["extra_mask"][5].numpy().astype(int) - to_u8(mask[0]).astype(int)).max() <= 1
     assert t["extra_mask"].float().mean() > 0.02  # the object is in view
+
+
+def test_ground_truth_only_store_skips_the_teacher_and_keeps_everything_else(world, tmp_path):
+    """quadruples.teacher_outputs=false: the same tensors as the full store, byte for byte, except `oi`, which is
+    not made; its manifest says so, a reader asking for `oi` gets a one-line error, and so does training that
+    needs the teacher's outputs, while the ground-truth target trains on it."""
+    from dd3g_distill.quadruples import QuadrupleSet, config_hash, generate_quadruples, teacher_identity
+    from dd3g_distill.train import load_distill_config, train
+
+    teacher, cfg, root, _ = world
+    q = dataclasses.replace(cfg.quadruples, teacher_outputs=False)
+    assert config_hash(q, teacher_identity(teacher)) != config_hash(cfg.quadruples, teacher_identity(teacher))
+    generate_quadruples(q, tmp_path / "gt", teacher, progress=False)
+    full, gt_only = QuadrupleSet.load(root / "a"), QuadrupleSet.load(tmp_path / "gt")
+    assert "oi" not in gt_only.t and set(full.t) - set(gt_only.t) == {"oi"}
+    for k, v in gt_only.t.items():
+        assert torch.equal(v, full.t[k]), k
+    with pytest.raises(InputError, match="no teacher outputs"):
+        QuadrupleSet.load(tmp_path / "gt", keys=["image", "oi"])
+    common = [f"data={tmp_path / 'gt'}", "train.steps=1", "train.tensorboard=false", "loss.implicit=false",
+              "train.init_from_teacher=false"]
+    with pytest.raises(InputError, match="no teacher outputs"):
+        train(load_distill_config(CONFIG, common + [f"out={tmp_path / 'r1'}"]), teacher=teacher, device="cpu",
+              progress=False)
+    summary = train(load_distill_config(CONFIG, common + [f"out={tmp_path / 'r2'}", "train.target=gt"]),
+                    teacher=teacher, device="cpu", progress=False)
+    assert summary["step"] == 1
