@@ -236,6 +236,40 @@ class AnalyticVerifier(torch.nn.Module):
         return self.p * (x_t - ab.sqrt() * self.x_star) / (1 - ab).sqrt()
 
 
+def _check_sds_draws_are_keyed_per_sample(device):
+    from dd3g_distill.losses import draw_sds_noise
+
+    ts, eps = draw_sds_noise([7, 11, 13], (2, 3, 8, 8), 5, 50, device)
+    assert ts.device.type == eps.device.type == torch.device(device).type
+    assert ts.shape == (3,) and eps.shape == (3, 2, 3, 8, 8) and bool(((ts >= 5) & (ts <= 50)).all())
+    ts1, eps1 = draw_sds_noise([13], (2, 3, 8, 8), 5, 50, device)  # the same sample in another batch (DDP rank)
+    assert torch.equal(ts1[0], ts[2]) and torch.equal(eps1[0], eps[2])
+    assert not torch.equal(eps[0], eps[1])
+    big = draw_sds_noise([1, 2], (4, 3, 64, 64), 0, 9, device)[1]
+    assert abs(big.mean().item()) < 0.02 and abs(big.std().item() - 1) < 0.02
+
+
+def test_sds_draws_are_keyed_per_sample_on_cpu():
+    """Each sample's SDS timestep and noise depend on its seed only (the DDP invariance), and on the CPU they are
+    the seeded CPU generator's numbers (reference: the draws written out by hand)."""
+    from dd3g_distill.losses import draw_sds_noise
+
+    _check_sds_draws_are_keyed_per_sample("cpu")
+    g = torch.Generator().manual_seed(11)
+    t_ref = torch.randint(5, 51, (1,), generator=g)
+    e_ref = torch.randn((2, 3, 8, 8), generator=g)
+    ts, eps = draw_sds_noise([7, 11], (2, 3, 8, 8), 5, 50, "cpu")
+    assert torch.equal(ts[1:], t_ref) and torch.equal(eps[1], e_ref)
+
+
+@pytest.mark.gpu
+def test_sds_draws_are_keyed_per_sample_on_cuda():
+    """The same on CUDA, where the draws are made on the GPU by CUDA generators (no CPU work, no copy)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    _check_sds_draws_are_keyed_per_sample("cuda")
+
+
 def test_sds_gradient_matches_its_formula_and_skips_the_teacher():
     from dd3g_distill.losses import sds_terms
 
