@@ -11,7 +11,8 @@
 //                   uncoalesced) and staged (a block of 128 depth-sorted Gaussians stages its contiguous segment
 //                   in shared memory and writes it coalesced). Default (DD3G_RASTER_EMIT=2): staged from
 //                   DD3G_RASTER_STAGED_MIN (camera, Gaussian) pairs up, per thread below, where the staged
-//                   writer measured slower (benchmarks/rasterizer_notes.md, run 3); 0 / 1 force one writer.
+//                   writer measured slower (benchmarks/rasterizer_notes.md, run 3); 0 / 1 force one writer;
+//                   3 = the flat writer (one thread per list position), built for timing, not yet measured.
 //   5. pad          unused capacity gets a sentinel key (C*tiles) that sorts last
 //   6. tile sort    stable CUB radix sort by tile key over ceil(log2(C*tiles+1)) bits (2 passes for up to
 //                   65535 tiles): depth order inside a tile survives because the sort is stable
@@ -35,13 +36,14 @@
 #include "raster_math.h"
 
 // Which intersection-list writer: 0 = the per-thread writer, 1 = staged in shared memory with coalesced stores,
-// 2 = by size (default): staged when C*N >= DD3G_RASTER_STAGED_MIN. Both write the same list
-// (tests/cuda/test_emit_twin.py, and bit-identical images on the GPU); 0 and 1 exist to time and test each.
+// 2 = by size (default): staged when C*N >= DD3G_RASTER_STAGED_MIN, 3 = flat: one thread per list position.
+// All write the same list (tests/cuda/test_emit_twin.py, and bit-identical images on the GPU); 0, 1 and 3 exist
+// to time and test each.
 #ifndef DD3G_RASTER_EMIT
 #define DD3G_RASTER_EMIT 2
 #endif
-#if DD3G_RASTER_EMIT != 0 && DD3G_RASTER_EMIT != 1 && DD3G_RASTER_EMIT != 2
-#error "DD3G_RASTER_EMIT must be 0 (per-thread writer), 1 (staged, coalesced writer) or 2 (by size)"
+#if DD3G_RASTER_EMIT < 0 || DD3G_RASTER_EMIT > 3
+#error "DD3G_RASTER_EMIT must be 0 (per-thread writer), 1 (staged), 2 (by size) or 3 (flat)"
 #endif
 // H200, run 3: staged was 9-12 % faster at 1.6M and 8M (camera, Gaussian) pairs, equal at 1M, and 22-93 % slower
 // at 65k and 16k; the switch sits just above the tie.
@@ -259,7 +261,7 @@ __global__ void k_gather_counts(uint32_t CN, const uint32_t* __restrict__ sorted
     if (k < CN) out[k] = counts[sorted_idx[k]];
 }
 
-#if DD3G_RASTER_EMIT != 1
+#if DD3G_RASTER_EMIT != 1  // the per-thread and the flat writers
 // Rebuild the Projected fields that tight_row reads from what k_project stored.
 __device__ __forceinline__ dd3g::Projected load_projected(const float4* pa, const float4* pb, const ushort4* rects,
                                                           uint32_t i) {
@@ -272,7 +274,8 @@ __device__ __forceinline__ dd3g::Projected load_projected(const float4* pa, cons
     p.visible = true;
     return p;
 }
-
+#endif
+#if DD3G_RASTER_EMIT == 0 || DD3G_RASTER_EMIT == 2
 // The original writer: one thread per depth-sorted Gaussian writes its whole run (uncoalesced stores).
 __global__ void __launch_bounds__(256)
 k_emit(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight, int64_t capacity,
@@ -291,7 +294,7 @@ k_emit(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight, int6
     dd3g::emit_run_serial(p, tight, base, idx, tiles_x, pos, end, sentinel, ikeys, ivals);
 }
 #endif
-#if DD3G_RASTER_EMIT != 0
+#if DD3G_RASTER_EMIT == 1 || DD3G_RASTER_EMIT == 2
 // The staged writer: block b owns depth-sorted numbers [128 b, 128 b + 128), whose runs form one contiguous
 // segment [lo, hi) of the list (clamped to the capacity). The segment is produced in windows of kEmitChunk
 // positions starting at lo rounded down to 32: in each round every thread resumes its own row-major tile walk
@@ -339,6 +342,32 @@ k_emit_staged(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tigh
         dd3g::emit_copy_out(threadIdx.x, dd3g::kEmitThreads, win, dd3g::kEmitChunk, lo, hi, s_keys, s_vals, ikeys,
                             ivals);
         __syncthreads();  // read before the next round overwrites it
+    }
+}
+#endif
+
+#if DD3G_RASTER_EMIT == 3
+// The flat writer: thread j writes list position j (grid-stride loop over [0, min(M, capacity))), so stores are
+// coalesced and every position is a thread of its own. Its owner is found by a binary search over ends (the runs
+// tile [0, M) in depth order); the entry is computed from the owner's walk directly.
+__global__ void __launch_bounds__(256)
+k_emit_flat(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight, int64_t capacity,
+            const uint32_t* __restrict__ sorted_idx, const long long* __restrict__ counts,
+            const long long* __restrict__ ends, const float4* __restrict__ pa, const float4* __restrict__ pb,
+            const ushort4* __restrict__ rects, uint32_t sentinel, uint32_t* __restrict__ ikeys,
+            uint32_t* __restrict__ ivals) {
+    const long long M = ends[CN - 1];  // CN > 0 here
+    const long long lim = M < capacity ? M : capacity;
+    for (long long j = blockIdx.x * (long long)blockDim.x + threadIdx.x; j < lim;
+         j += (long long)gridDim.x * blockDim.x) {
+        const uint32_t k = dd3g::emit_owner(j, CN, ends);
+        const uint32_t idx = sorted_idx[k];
+        const dd3g::Projected p = load_projected(pa, pb, rects, idx);
+        uint32_t key, val;
+        dd3g::emit_entry_at(p, tight, (idx / N) * (uint32_t)tiles_per_cam, idx, tiles_x, j - (ends[k] - counts[k]),
+                            sentinel, &key, &val);
+        ikeys[j] = key;
+        ivals[j] = val;
     }
 }
 #endif
@@ -487,6 +516,12 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
         // where the emitted list goes: the buffers that the tile sort starts from
         uint32_t* ik0 = (uint32_t*)(ws + P.o_ikey0);
         uint32_t* iv0 = (uint32_t*)(ws + P.o_ival0);
+#if DD3G_RASTER_EMIT == 3
+        const unsigned flat_grid = std::max(1u, std::min(blocks_for(P.capacity, 256), 8192u));
+        k_emit_flat<<<flat_grid, 256, 0, stream>>>(CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam, tight, P.capacity,
+                                                  sorted_idx, scan_in, scan_out, pa, pb, rects, sentinel, ik0, iv0);
+        DD3G_LAUNCHED("k_emit_flat");
+#else
         const bool staged = DD3G_RASTER_EMIT == 1 || (DD3G_RASTER_EMIT == 2 && CN >= DD3G_RASTER_STAGED_MIN);
 #if DD3G_RASTER_EMIT != 1
         if (!staged) {
@@ -504,6 +539,7 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
             DD3G_LAUNCHED("k_emit_staged");
         }
 #endif
+#endif  // DD3G_RASTER_EMIT == 3
 
         // capacity mode sorts the whole fixed-size list (graph-capturable); exact mode reads the count back
         const int64_t pad_end = exact ? 0 : P.capacity;

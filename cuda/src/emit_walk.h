@@ -10,7 +10,7 @@
 // Positions of the run past the end of that walk (a count larger than the walk, which the kernels' shared
 // arithmetic should never produce) get the sentinel key and value 0. Positions >= capacity are never written.
 //
-// Two writers produce this same list:
+// Three writers produce this same list:
 //   emit_run_serial   one thread writes its whole run (the original k_emit, DD3G_RASTER_EMIT=0). A warp's store
 //                     touches 32 unrelated places (each lane its own run): uncoalesced.
 //   EmitWalk + emit_copy_out   the staged writer (k_emit_staged, used from DD3G_RASTER_STAGED_MIN pairs up):
@@ -19,6 +19,11 @@
 //                     positions: every thread resumes its walk and writes the entries that fall in the round's
 //                     window into shared memory, then the block copies the window to global memory with
 //                     consecutive threads at consecutive positions.
+//   emit_owner + emit_entry_at   the flat writer (k_emit_flat, DD3G_RASTER_EMIT=3; measured against the others by
+//                     the "variants" step): one thread per list position finds the run that holds it (a binary
+//                     search over ends) and computes that entry of the walk directly. Stores are coalesced and
+//                     the work is spread over every position, not over one thread per Gaussian: meant for small
+//                     scenes, where a few thousand threads each writing a long run leave most of the GPU idle.
 #pragma once
 
 #include "raster_math.h"
@@ -134,6 +139,37 @@ DD3G_HD void emit_copy_out(int tid, int nthreads, long long win, int chunk, long
         keys[win + j] = s_keys[j];
         vals[win + j] = s_vals[j];
     }
+}
+
+// The depth-sorted number whose run holds list position j: the first k with ends[k] > j. Needs
+// 0 <= j < ends[CN - 1] (ends is non-decreasing); runs of count 0 (ends[k] == ends[k - 1]) are never chosen.
+DD3G_HD uint32_t emit_owner(long long j, uint32_t CN, const long long* ends) {
+    uint32_t lo = 0, hi = CN - 1;  // the answer lies in [lo, hi]
+    while (lo < hi) {
+        const uint32_t mid = lo + (hi - lo) / 2;
+        if (ends[mid] > j) hi = mid;
+        else lo = mid + 1;
+    }
+    return lo;
+}
+
+// Entry r (0-based) of the walk of emit_run_serial: the same rows in the same order, tight_row called with the
+// same arguments, and the sentinel (value 0) when r lies past the walk's last tile (the defensive fill).
+DD3G_HD void emit_entry_at(const Projected& p, bool tight, uint32_t base, uint32_t idx, int tiles_x, long long r,
+                           uint32_t sentinel, uint32_t* key, uint32_t* val) {
+    for (int ty = p.ty0; ty < p.ty1; ++ty) {
+        int c0 = p.tx0, c1 = p.tx1;
+        if (tight) tight_row(p, ty, &c0, &c1);
+        const int w = c1 > c0 ? c1 - c0 : 0;
+        if (r < w) {
+            *key = base + (uint32_t)(ty * tiles_x + c0 + (int)r);
+            *val = idx;
+            return;
+        }
+        r -= w;
+    }
+    *key = sentinel;
+    *val = 0;
 }
 
 }  // namespace dd3g

@@ -5,6 +5,7 @@
 #   build/libdd3g_raster.so              default: the writer chosen by size (DD3G_RASTER_EMIT=2)
 #   build/emit_old/libdd3g_raster.so     -DDD3G_RASTER_EMIT=0: always the per-thread writer
 #   build/emit_staged/libdd3g_raster.so  -DDD3G_RASTER_EMIT=1: always the staged, coalesced writer
+#   build/emit_flat/libdd3g_raster.so    -DDD3G_RASTER_EMIT=3: always the flat writer (a thread per list position)
 # for one architecture (ARCH, default 90), with the compile flags of the CMake Release build (build/build.ninja:
 # -O3 -DNDEBUG, --expt-relaxed-constexpr -lineinfo, -fPIC, hidden visibility) and its static CUDA runtime.
 # Touches nothing else in build/ (other targets may live there).
@@ -34,4 +35,7 @@ build 0 build/emit_old/libdd3g_raster.so &
 p0=$!
 wait $p2
 wait $p0
-build 1 build/emit_staged/libdd3g_raster.so
+build 1 build/emit_staged/libdd3g_raster.so &
+p1=$!
+build 3 build/emit_flat/libdd3g_raster.so
+wait $p1

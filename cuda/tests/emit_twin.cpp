@@ -1,8 +1,9 @@
-// emit_twin.cpp: runs both intersection-list writers of cuda/src/emit_walk.h (the code the k_emit / k_emit_staged
-// kernels call) on the CPU over random cases and checks that they write the same list. Used by
+// emit_twin.cpp: runs the three intersection-list writers of cuda/src/emit_walk.h (the code the k_emit /
+// k_emit_staged / k_emit_flat kernels call) on the CPU over random cases and checks that they write the same list. Used by
 // tests/cuda/test_emit_twin.py; build:
 //     g++ -std=c++17 -O2 -Icuda/src cuda/tests/emit_twin.cpp -o emit_twin
 // Usage: emit_twin SEED CASES   -> prints one summary line, exit 0 if every case matched, 1 otherwise.
+// The flat writer (one thread per list position: emit_owner, emit_entry_at) runs position by position.
 //
 // The per-thread writer (emit_run_serial, DD3G_RASTER_EMIT=0) runs once per depth-sorted number k, as the old
 // kernel's threads do. The staged writer runs as k_emit_staged does, with its barriers replaced by phases: per
@@ -128,6 +129,21 @@ void run_serial(const Case& c, std::vector<uint32_t>& keys, std::vector<uint32_t
         const uint32_t idx = c.sorted_idx[k];
         dd3g::emit_run_serial(c.proj[idx], c.tight, (idx / (uint32_t)c.N) * tpc, idx, c.tiles_x, pos, end, sentinel,
                               keys.data() + kGuard, vals.data() + kGuard);
+    }
+}
+
+// flat writer: one "thread" per list position j < min(M, capacity), as k_emit_flat's grid-stride loop
+void run_flat(const Case& c, std::vector<uint32_t>& keys, std::vector<uint32_t>& vals) {
+    const uint32_t CN = (uint32_t)(c.C * c.N);
+    const uint32_t sentinel = (uint32_t)(c.C * c.tiles_x * c.tiles_y), tpc = (uint32_t)(c.tiles_x * c.tiles_y);
+    if (CN == 0) return;
+    const long long M = c.ends[CN - 1], lim = std::min(M, c.capacity);
+    for (long long j = 0; j < lim; ++j) {
+        const uint32_t k = dd3g::emit_owner(j, CN, c.ends.data());
+        const uint32_t idx = c.sorted_idx[k];
+        dd3g::emit_entry_at(c.proj[idx], c.tight, (idx / (uint32_t)c.N) * tpc, idx, c.tiles_x,
+                            j - (c.ends[k] - c.counts[k]), sentinel, keys.data() + kGuard + j,
+                            vals.data() + kGuard + j);
     }
 }
 
@@ -265,6 +281,16 @@ int main(int argc, char** argv) {
                 return 1;
             }
             if (inside && k_old[i] == sentinel) ++filled;
+        }
+        {  // the flat writer: the same list, position by position, and nothing else
+            std::vector<uint32_t> k_flat(size, kPoison), v_flat(size, kPoison);
+            run_flat(c, k_flat, v_flat);
+            for (size_t i = 0; i < size; ++i)
+                if (k_flat[i] != k_old[i] || v_flat[i] != v_old[i]) {
+                    fprintf(stderr, "case %d: flat writer: position %lld: (%u, %u), serial (%u, %u)\n", ci,
+                            (long long)i - kGuard, k_flat[i], v_flat[i], k_old[i], v_old[i]);
+                    return 1;
+                }
         }
         entries += std::min(M, c.capacity);
         clamped += M > c.capacity;

@@ -1,6 +1,7 @@
 """CPU check of the intersection-list writers: cuda/src/emit_walk.h (the index arithmetic that the k_emit and
 k_emit_staged kernels of cuda/src/dd3g_raster.cu call) is compiled for the host by cuda/tests/emit_twin.cpp, which
-runs the original per-thread writer and the staged (shared-memory, coalesced) writer phase by phase over random
+runs the original per-thread writer, the staged (shared-memory, coalesced) writer phase by phase and the flat
+writer (one thread per list position) position by position over random
 rects, tight rows, culled Gaussians, disagreeing counts and capacities, and requires the same keys and values at
 the same positions, nothing written at or past min(list size, capacity), and each block writing exactly its segment.
 
@@ -25,7 +26,7 @@ def emit_twin(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_staged_writer_matches_per_thread_writer(emit_twin, seed):
+def test_staged_and_flat_writers_match_per_thread_writer(emit_twin, seed):
     r = subprocess.run([str(emit_twin), str(seed), "150"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     stats = dict(kv.split("=") for kv in r.stdout.split()[1:])
@@ -51,6 +52,8 @@ def test_kernels_call_the_twinned_code():
     assert staged.count("__syncthreads()") == 2
     old = kernel_body(src, "k_emit")
     assert "dd3g::emit_run(" in old and "dd3g::emit_run_serial(" in old
-    # the default build picks the writer by size (2); 0 and 1 force the per-thread and the staged writer
+    flat = kernel_body(src, "k_emit_flat")
+    assert "dd3g::emit_owner(" in flat and "dd3g::emit_entry_at(" in flat
+    # the default build picks the writer by size (2); 0, 1 and 3 force the per-thread, staged and flat writer
     assert re.search(r"#ifndef DD3G_RASTER_EMIT\s+#define DD3G_RASTER_EMIT 2", src)
     assert "CN >= DD3G_RASTER_STAGED_MIN" in src

@@ -260,14 +260,17 @@ def test_rasterizer_grows_capacity_and_graph_replay(torch, lib):
     assert torch.equal(rgb_g, expect)
 
 
-@pytest.mark.parametrize("variant,n", [("build/emit_staged/libdd3g_raster.so", 6000), ("default", 530_000)])
+@pytest.mark.parametrize("variant,n", [("build/emit_staged/libdd3g_raster.so", 6000), ("default", 530_000),
+                                       ("build/emit_flat/libdd3g_raster.so", 6000),
+                                       ("build/emit_flat/libdd3g_raster.so", 530_000)])
 def test_emit_variants_render_identical_images(torch, lib, variant, n):
     """The staged (coalesced) intersection-list writer and the per-thread one write the same list, so every
     output and the intersection count are bit-identical to a build with -DDD3G_RASTER_EMIT=0
     (build/emit_old/libdd3g_raster.so, or DD3G_RASTER_LIB_BASELINE): tight and rect binning, several cameras,
     runs longer than one shared-memory window, and a capacity that cuts the list short (the clamp).
-    "build/emit_staged" always uses the staged writer (-DDD3G_RASTER_EMIT=1); "default" is the library under
-    test, which picks the staged writer from 2^20 (camera, Gaussian) pairs: 530,000 x 2 cameras is above that."""
+    "build/emit_staged" always uses the staged writer (-DDD3G_RASTER_EMIT=1), "build/emit_flat" the flat one
+    (one thread per list position, =3); "default" is the library under test, which picks the staged writer from
+    2^20 (camera, Gaussian) pairs: 530,000 x 2 cameras is above that."""
     from dd3g_sdk.render import cuda as rc
 
     path = Path(os.environ.get("DD3G_RASTER_LIB_BASELINE", ROOT / "build/emit_old/libdd3g_raster.so"))
