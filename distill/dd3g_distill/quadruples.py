@@ -54,6 +54,8 @@ from dd3g_sdk.errors import InputError
 FORMAT = "dd3g-quadruples/v3"  # v2: gt_depth; v3: `image` is the plain view-0 render (pixel-aligned)
 SHARD_KEYS = ("index", "seed", "noise", "viewmats", "Ks", "image", "cond_image", "oi", "gt", "gt_mask", "gt_depth")
 EXTRA_KEYS = ("extra_viewmats", "extra_Ks", "extra_gt", "extra_mask")
+NO_TEACHER_OUTPUTS = ("these quadruples hold no teacher outputs (made with quadruples.teacher_outputs=false): only "
+                      "train.target=gt can read them")
 # Elevation range of the extra ground-truth cameras (degrees): below and well above the teacher's ring, short of
 # the pole (where an up vector of +y degenerates); the evaluation's novel cameras (5 and 35 degrees) lie inside.
 EXTRA_ELEVATION_DEG = (-5.0, 50.0)
@@ -253,7 +255,8 @@ def make_shard(cfg: QuadrupleConfig, teacher, indices: Sequence[int], device=Non
     seeds = [cfg.seed_offset + k for k in indices]
     noise = np.stack([draw_noise(s, (V, 3, h, h)) for s in seeds])
     oi = []
-    for a in range(0, len(indices) if cfg.teacher_outputs else 0, cfg.batch_size):
+    batches = range(0, len(indices), cfg.batch_size) if cfg.teacher_outputs else ()
+    for a in batches:
         # The teacher reads the uint8-rounded condition that is stored: a quadruple is self-consistent.
         ci = torch.from_numpy(to_u8(ii[a:a + cfg.batch_size]).astype(np.float32) / 255).to(device)
         n = torch.from_numpy(noise[a:a + cfg.batch_size]).to(device)
@@ -418,8 +421,7 @@ class QuadrupleSet:
         if keys is None:  # everything the shards were made with
             keys = shard_keys(made.get("extra_views", 0), made.get("teacher_outputs", True))
         elif "oi" in keys and not made.get("teacher_outputs", True):
-            raise InputError(root, "these quadruples hold no teacher outputs (made with quadruples.teacher_outputs="
-                                   "false): only train.target=gt can read them")
+            raise InputError(root, NO_TEACHER_OUTPUTS)
         parts: dict[str, list] = {k: [] for k in keys}
         for s in manifest["shards"]:
             p = root / s["file"]

@@ -48,7 +48,7 @@ from dd3g_sdk.errors import InputError
 
 from .evaluate import EvalConfig
 from .losses import LossConfig, depth_l1, draw_sds_noise, explicit_terms, sds_terms, sigmoid_ramp, teacher_mask
-from .quadruples import EXTRA_KEYS, QuadrupleConfig, QuadrupleSet
+from .quadruples import EXTRA_KEYS, NO_TEACHER_OUTPUTS, QuadrupleConfig, QuadrupleSet
 
 log = logging.getLogger("dd3g_distill")
 
@@ -549,16 +549,20 @@ def loss_terms(model, batch: dict, cfg: DistillConfig, step: int, teacher=None, 
                 target = torch.cat([target, batch["extra_gt"][:, :E]], 1)
                 mask = torch.cat([mask, batch["extra_mask"][:, :E]], 1)
             mask = mask.flatten(0, 1)
+
+        def weighted(t: dict[str, Tensor]) -> Tensor:
+            return lc.w_mse * t["mse"] + lc.w_ssim * t["ssim"] + lc.w_mask * t["mask"]
+
         e = explicit_terms(rgb_all.flatten(0, 1), alpha_all.flatten(0, 1), target.flatten(0, 1), mask)
         terms.update(e)
-        total = total + lc.w_mse * e["mse"] + lc.w_ssim * e["ssim"] + lc.w_mask * e["mask"]
+        total = total + weighted(e)
         if lc.w_own_view:
             own_rgb, own_alpha = own_view_render(out, batch["viewmats"], batch["Ks"], h)
             t_c = target[:, :V].flatten(0, 1)  # the V source cameras come first (extra views after them)
             m_c = mask.view(rgb.shape[0], -1, *mask.shape[1:])[:, :V].flatten(0, 1)
             o = explicit_terms(own_rgb.flatten(0, 1), own_alpha.flatten(0, 1), t_c, m_c)
             terms.update({f"own_{k}": t for k, t in o.items()})
-            total = total + lc.w_own_view * (lc.w_mse * o["mse"] + lc.w_ssim * o["ssim"] + lc.w_mask * o["mask"])
+            total = total + lc.w_own_view * weighted(o)
     if lc.w_depth:
         terms["depth"] = depth_l1(out["means"], batch["viewmats"], batch["gt_depth"])
         total = total + lc.w_depth * terms["depth"]
@@ -616,8 +620,7 @@ def train(cfg: DistillConfig, *, teacher=None, data: QuadrupleSet | None = None,
     if len(data) < tc.batch_size:
         raise InputError(cfg.data, f"{len(data)} quadruples are fewer than one batch of {tc.batch_size}")
     if tc.target == "teacher" and "oi" not in data.t:
-        raise InputError(cfg.data, "these quadruples hold no teacher outputs (made with quadruples.teacher_outputs="
-                                   "false): only train.target=gt can read them")
+        raise InputError(cfg.data, NO_TEACHER_OUTPUTS)
 
     model, init_info = build_model(cfg, teacher, seed=tc.seed)
     if model.config.image_size != data.t["image"].shape[-1]:
