@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import __version__
-from .gaussians import INVISIBLE_OPACITY
 from .errors import InputError, report
+from .gaussians import INVISIBLE_OPACITY
 
 # Commands whose code lives in other packages (or heavier modules) are imported only when they run, so that
 # `dd3g --help` and `dd3g info` stay fast and work without torch.
