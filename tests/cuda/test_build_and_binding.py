@@ -165,3 +165,17 @@ def test_find_library_order(built_lib, monkeypatch, tmp_path):
     cands = rc.library_candidates()
     assert cands[0].parent == Path(rc.__file__).resolve().parent  # next to the package first
     assert cands[-1].parent == ROOT / "build"
+
+
+def test_flat_writer_build_compiles_cleanly(tmp_path):
+    """The flat-writer build (-DDD3G_RASTER_EMIT=3: what cuda/tests/build_emit_variants.sh makes for the GPU
+    host) compiles without warnings (an unused writer kernel would warn), so the device call is not spent on it."""
+    nvcc = shutil.which("nvcc") or (shutil.which("nvcc", path="/usr/local/cuda/bin"))
+    if nvcc is None:
+        pytest.skip("nvcc not found")
+    cmd = [nvcc, "-std=c++17", "-O2", f"-arch=sm_{ARCH}", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC",
+           "-DDD3G_RASTER_EMIT=3", f"-I{ROOT / 'cuda/include'}", f"-I{ROOT / 'cuda/src'}", "-c",
+           str(ROOT / "cuda/src/dd3g_raster.cu"), "-o", str(tmp_path / "flat.o")]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-4000:]
+    assert "warning" not in r.stderr.lower(), r.stderr[-4000:]
