@@ -8,12 +8,13 @@
 //   4. emit         each Gaussian writes (camera*tiles + tile, index) for its tiles at its offsets; because
 //                   Gaussians are visited in depth order, the list is depth-ordered within every tile.
 //                   Two writers of the same list (emit_walk.h): per thread (one thread writes its run,
-//                   uncoalesced) and staged (a block of 128 depth-sorted Gaussians stages its contiguous segment
-//                   in shared memory and writes it coalesced). Default (DD3G_RASTER_EMIT=2): staged from
-//                   DD3G_RASTER_STAGED_MIN (camera, Gaussian) pairs up, per thread below, where the staged
-//                   writer measured slower (benchmarks/rasterizer_notes.md, run 3); 0 / 1 force one writer;
-//                   3 = the flat writer (one thread per list position), built for timing, not yet measured.
-//   5. pad          unused capacity gets a sentinel key (C*tiles) that sorts last
+//                   uncoalesced), staged (a block of 128 depth-sorted Gaussians stages its contiguous segment
+//                   in shared memory and writes it coalesced) and flat (one thread per list position). Default
+//                   (DD3G_RASTER_EMIT=2) by (camera, Gaussian) pairs: flat up to DD3G_RASTER_FLAT_MAX, staged
+//                   from DD3G_RASTER_STAGED_MIN, per thread between (benchmarks/rasterizer_notes.md, runs 3
+//                   and 4); 0 / 1 / 3 force one writer.
+//   5. pad          unused capacity gets a sentinel key (C*tiles) that sorts last; the tile ranges and the
+//                   evaluation counter are cleared here (DD3G_RASTER_FOLD_MEMSETS)
 //   6. tile sort    stable CUB radix sort by tile key over ceil(log2(C*tiles+1)) bits (2 passes for up to
 //                   65535 tiles): depth order inside a tile survives because the sort is stable
 //   7. ranges       [start, end) of every tile in the sorted list
@@ -36,7 +37,8 @@
 #include "raster_math.h"
 
 // Which intersection-list writer: 0 = the per-thread writer, 1 = staged in shared memory with coalesced stores,
-// 2 = by size (default): staged when C*N >= DD3G_RASTER_STAGED_MIN, 3 = flat: one thread per list position.
+// 2 = by size (default): flat when C*N <= DD3G_RASTER_FLAT_MAX, staged when C*N >= DD3G_RASTER_STAGED_MIN,
+// per thread between; 3 = flat: one thread per list position.
 // All write the same list (tests/cuda/test_emit_twin.py, and bit-identical images on the GPU); 0, 1 and 3 exist
 // to time and test each.
 #ifndef DD3G_RASTER_EMIT
@@ -49,6 +51,19 @@
 // at 65k and 16k; the switch sits just above the tie.
 #ifndef DD3G_RASTER_STAGED_MIN
 #define DD3G_RASTER_STAGED_MIN (1u << 20)
+#endif
+// H200, run 4: flat was 4 % faster than per thread at 16k pairs (graph 0.194 vs 0.202 ms) and 4 % slower at 65k
+// (0.232 vs 0.224 ms); the switch sits at the geometric middle, which was not measured itself. The default
+// model's pruned objects (~6k Gaussians) and its full 16,384 both fall on the flat side.
+#ifndef DD3G_RASTER_FLAT_MAX
+#define DD3G_RASTER_FLAT_MAX (1u << 15)
+#endif
+// 1: k_pad clears the tile ranges and the evaluation counter, which two cudaMemsetAsync calls at the start of the
+// frame did (0): two graph nodes fewer on the critical path of a small frame (run 5: -1 to -2 us at 16k, not the
+// 13 us that run 2's profile gave the memsets). k_pad runs in every frame (the empty one too), after nothing that reads either and before k_ranges and
+// k_raster, which write them.
+#ifndef DD3G_RASTER_FOLD_MEMSETS
+#define DD3G_RASTER_FOLD_MEMSETS 1
 #endif
 
 namespace {
@@ -346,7 +361,7 @@ k_emit_staged(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tigh
 }
 #endif
 
-#if DD3G_RASTER_EMIT == 3
+#if DD3G_RASTER_EMIT == 2 || DD3G_RASTER_EMIT == 3
 // The flat writer: thread j writes list position j (grid-stride loop over [0, min(M, capacity))), so stores are
 // coalesced and every position is a thread of its own. Its owner is found by a binary search over ends (the runs
 // tile [0, M) in depth order); the entry is computed from the owner's walk directly.
@@ -373,14 +388,21 @@ k_emit_flat(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight,
 #endif
 
 // Write the frame's intersection count into the header and pad [count, pad_end) with the sentinel key, so
-// that the fixed-size tile sort puts the unused tail last.
+// that the fixed-size tile sort puts the unused tail last. With `ranges` (DD3G_RASTER_FOLD_MEMSETS) also clear
+// the `num_tiles` tile ranges and the evaluation counter.
 __global__ void k_pad(uint32_t CN, const long long* __restrict__ ends, int64_t capacity, int64_t pad_end,
-                      uint32_t sentinel, uint32_t* __restrict__ ikeys, Header* __restrict__ hdr) {
+                      uint32_t sentinel, uint32_t* __restrict__ ikeys, Header* __restrict__ hdr,
+                      int2* __restrict__ ranges, int64_t num_tiles) {
     long long M = CN > 0 ? ends[CN - 1] : 0;
     if (blockIdx.x == 0 && threadIdx.x == 0) {
         hdr->intersections = (unsigned long long)M;
         hdr->capacity = (unsigned long long)capacity;
+        if (ranges) hdr->evaluations = 0;
     }
+    if (ranges)
+        for (int64_t t = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; t < num_tiles;
+             t += (int64_t)gridDim.x * blockDim.x)
+            ranges[t] = make_int2(0, 0);
     for (long long i = (M < pad_end ? M : pad_end) + blockIdx.x * (long long)blockDim.x + threadIdx.x; i < pad_end;
          i += (long long)gridDim.x * blockDim.x)
         ikeys[i] = sentinel;
@@ -490,8 +512,15 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
     const int tiles_per_cam = P.tiles_x * P.tiles_y;
     const uint32_t CN = (uint32_t)P.CN;
 
+#if DD3G_RASTER_FOLD_MEMSETS
+    int2* const clear_ranges = ranges;  // k_pad clears them
+    const unsigned clear_grid = blocks_for(P.tiles, 256);
+#else
+    int2* const clear_ranges = nullptr;
+    const unsigned clear_grid = 1;
     DD3G_CUDA(cudaMemsetAsync(hdr, 0, sizeof(Header), stream));
     DD3G_CUDA(cudaMemsetAsync(ranges, 0, (size_t)P.tiles * sizeof(int2), stream));
+#endif
 
     const uint32_t* ivals_sorted = nullptr;
     if (CN > 0) {
@@ -516,22 +545,26 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
         // where the emitted list goes: the buffers that the tile sort starts from
         uint32_t* ik0 = (uint32_t*)(ws + P.o_ikey0);
         uint32_t* iv0 = (uint32_t*)(ws + P.o_ival0);
-#if DD3G_RASTER_EMIT == 3
-        const unsigned flat_grid = std::max(1u, std::min(blocks_for(P.capacity, 256), 8192u));
-        k_emit_flat<<<flat_grid, 256, 0, stream>>>(CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam, tight, P.capacity,
-                                                  sorted_idx, scan_in, scan_out, pa, pb, rects, sentinel, ik0, iv0);
-        DD3G_LAUNCHED("k_emit_flat");
-#else
-        const bool staged = DD3G_RASTER_EMIT == 1 || (DD3G_RASTER_EMIT == 2 && CN >= DD3G_RASTER_STAGED_MIN);
-#if DD3G_RASTER_EMIT != 1
-        if (!staged) {
+        [[maybe_unused]] const bool flat = DD3G_RASTER_EMIT == 3 || (DD3G_RASTER_EMIT == 2 && CN <= DD3G_RASTER_FLAT_MAX);
+        [[maybe_unused]] const bool staged = DD3G_RASTER_EMIT == 1 || (DD3G_RASTER_EMIT == 2 && CN >= DD3G_RASTER_STAGED_MIN);
+#if DD3G_RASTER_EMIT == 2 || DD3G_RASTER_EMIT == 3
+        if (flat) {
+            const unsigned flat_grid = std::max(1u, std::min(blocks_for(P.capacity, 256), 8192u));
+            k_emit_flat<<<flat_grid, 256, 0, stream>>>(CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam, tight,
+                                                      P.capacity, sorted_idx, scan_in, scan_out, pa, pb, rects,
+                                                      sentinel, ik0, iv0);
+            DD3G_LAUNCHED("k_emit_flat");
+        }
+#endif
+#if DD3G_RASTER_EMIT == 0 || DD3G_RASTER_EMIT == 2
+        if (!flat && !staged) {
             k_emit<<<blocks_for(CN, 256), 256, 0, stream>>>(CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam, tight,
                                                             P.capacity, sorted_idx, scan_in, scan_out, pa, pb, rects,
                                                             sentinel, ik0, iv0);
             DD3G_LAUNCHED("k_emit");
         }
 #endif
-#if DD3G_RASTER_EMIT != 0
+#if DD3G_RASTER_EMIT == 1 || DD3G_RASTER_EMIT == 2
         if (staged) {
             k_emit_staged<<<blocks_for(CN, dd3g::kEmitThreads), dd3g::kEmitThreads, 0, stream>>>(
                 CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam, tight, P.capacity, sorted_idx, scan_in, scan_out, pa,
@@ -539,12 +572,12 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
             DD3G_LAUNCHED("k_emit_staged");
         }
 #endif
-#endif  // DD3G_RASTER_EMIT == 3
 
         // capacity mode sorts the whole fixed-size list (graph-capturable); exact mode reads the count back
         const int64_t pad_end = exact ? 0 : P.capacity;
-        unsigned pad_grid = std::max(1u, std::min(blocks_for(pad_end, 256), 4096u));
-        k_pad<<<pad_grid, 256, 0, stream>>>(CN, scan_out, P.capacity, pad_end, sentinel, ik0, hdr);
+        unsigned pad_grid = std::max(clear_grid, std::min(blocks_for(pad_end, 256), 4096u));
+        k_pad<<<pad_grid, 256, 0, stream>>>(CN, scan_out, P.capacity, pad_end, sentinel, ik0, hdr, clear_ranges,
+                                            P.tiles);
         DD3G_LAUNCHED("k_pad");
         int64_t num_sort = P.capacity;
         if (exact) {
@@ -565,7 +598,8 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
             ivals_sorted = iv.Current();
         }
     } else {
-        k_pad<<<1, 32, 0, stream>>>(0, nullptr, P.capacity, 0, sentinel, nullptr, hdr);  // header of an empty frame
+        k_pad<<<clear_grid, 256, 0, stream>>>(0, nullptr, P.capacity, 0, sentinel, nullptr, hdr, clear_ranges,
+                                              P.tiles);  // header of an empty frame
         DD3G_LAUNCHED("k_pad");
     }
 

@@ -6,6 +6,8 @@
 #   build/emit_old/libdd3g_raster.so     -DDD3G_RASTER_EMIT=0: always the per-thread writer
 #   build/emit_staged/libdd3g_raster.so  -DDD3G_RASTER_EMIT=1: always the staged, coalesced writer
 #   build/emit_flat/libdd3g_raster.so    -DDD3G_RASTER_EMIT=3: always the flat writer (a thread per list position)
+#   build/nofold/libdd3g_raster.so       -DDD3G_RASTER_FOLD_MEMSETS=0: the default writer choice, with the two
+#                                        frame-start memsets instead of k_pad clearing ranges and counters
 # for one architecture (ARCH, default 90), with the compile flags of the CMake Release build (build/build.ninja:
 # -O3 -DNDEBUG, --expt-relaxed-constexpr -lineinfo, -fPIC, hidden visibility) and its static CUDA runtime.
 # Touches nothing else in build/ (other targets may live there).
@@ -17,16 +19,16 @@ NVCC=${NVCC:-nvcc}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-build() {  # build EMIT OUT
+build() {  # build EMIT OUT [FOLD]
   "$NVCC" -forward-unknown-to-host-compiler -Ddd3g_raster_EXPORTS -Icuda/include -Icuda/src -O3 -DNDEBUG \
     "--generate-code=arch=compute_$ARCH,code=[compute_$ARCH,sm_$ARCH]" -Xcompiler=-fPIC -Xcompiler=-fvisibility=hidden \
-    --expt-relaxed-constexpr -lineinfo -std=c++17 "-DDD3G_RASTER_EMIT=$1" -x cu -c cuda/src/dd3g_raster.cu \
-    -o "$tmp/emit$1.o"
+    --expt-relaxed-constexpr -lineinfo -std=c++17 "-DDD3G_RASTER_EMIT=$1" "-DDD3G_RASTER_FOLD_MEMSETS=${3:-1}" -x cu -c cuda/src/dd3g_raster.cu \
+    -o "$tmp/emit$1_${3:-1}.o"
   "$NVCC" -shared -cudart=static "--generate-code=arch=compute_$ARCH,code=[compute_$ARCH,sm_$ARCH]" \
-    -Xlinker -soname=libdd3g_raster.so "$tmp/emit$1.o" -o "$tmp/emit$1.so"
+    -Xlinker -soname=libdd3g_raster.so "$tmp/emit$1_${3:-1}.o" -o "$tmp/emit$1_${3:-1}.so"
   mkdir -p "$(dirname "$2")"
-  install -m 755 "$tmp/emit$1.so" "$2"  # replaced only once complete
-  echo "built $2 (DD3G_RASTER_EMIT=$1, sm_$ARCH): $(stat -c %s "$2") bytes"
+  install -m 755 "$tmp/emit$1_${3:-1}.so" "$2"  # replaced only once complete
+  echo "built $2 (DD3G_RASTER_EMIT=$1, DD3G_RASTER_FOLD_MEMSETS=${3:-1}, sm_$ARCH): $(stat -c %s "$2") bytes"
 }
 
 build 2 build/libdd3g_raster.so &
@@ -37,5 +39,8 @@ wait $p2
 wait $p0
 build 1 build/emit_staged/libdd3g_raster.so &
 p1=$!
-build 3 build/emit_flat/libdd3g_raster.so
+build 3 build/emit_flat/libdd3g_raster.so &
+p3=$!
 wait $p1
+wait $p3
+build 2 build/nofold/libdd3g_raster.so 0

@@ -57,3 +57,4 @@ def test_kernels_call_the_twinned_code():
     # the default build picks the writer by size (2); 0, 1 and 3 force the per-thread, staged and flat writer
     assert re.search(r"#ifndef DD3G_RASTER_EMIT\s+#define DD3G_RASTER_EMIT 2", src)
     assert "CN >= DD3G_RASTER_STAGED_MIN" in src
+    assert "CN <= DD3G_RASTER_FLAT_MAX" in src

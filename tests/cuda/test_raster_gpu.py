@@ -52,6 +52,11 @@ def ours(torch, lib, g: dict, vm, Ks, W, H, background=None, options=None, capac
     cap = capacity or max(65536, 64 * N * C)
     cfg = lib.make_config(N, C, W, H, K, dtype, cap, opts)
     ws = torch.empty(lib.workspace_size(cfg), dtype=torch.uint8, device="cuda")
+    # the workspace is poisoned too (nothing may rely on it starting at zero): every (int, int) pair reads as the
+    # one-entry tile range [0, 1) and every 64-bit counter as 2^32, so a range or a counter that the frame forgot
+    # to clear changes the image (or faults) or the stats
+    w32 = ws.view(torch.int32)
+    w32[0::2], w32[1::2] = 0, 1
     rgb = torch.full((C, H, W, 3), float("nan"), device="cuda")
     alpha = torch.full((C, H, W), float("nan"), device="cuda")
     depth = torch.full((C, H, W), float("nan"), device="cuda")
@@ -64,6 +69,8 @@ def ours(torch, lib, g: dict, vm, Ks, W, H, background=None, options=None, capac
     for name, t in (("rgb", rgb), ("alpha", alpha), ("depth", depth)):
         assert not torch.isnan(t).any(), f"{name}: unwritten (NaN poison left) or NaN output"
     assert stats.intersections <= stats.capacity, stats
+    if not opts.count_evaluations:
+        assert stats.evaluations == 0, stats
     return rgb, alpha[..., None], depth[..., None], stats
 
 
@@ -261,16 +268,19 @@ def test_rasterizer_grows_capacity_and_graph_replay(torch, lib):
 
 
 @pytest.mark.parametrize("variant,n", [("build/emit_staged/libdd3g_raster.so", 6000), ("default", 530_000),
+                                       ("default", 6000),
                                        ("build/emit_flat/libdd3g_raster.so", 6000),
-                                       ("build/emit_flat/libdd3g_raster.so", 530_000)])
+                                       ("build/emit_flat/libdd3g_raster.so", 530_000),
+                                       ("build/nofold/libdd3g_raster.so", 6000)])
 def test_emit_variants_render_identical_images(torch, lib, variant, n):
     """The staged (coalesced) intersection-list writer and the per-thread one write the same list, so every
     output and the intersection count are bit-identical to a build with -DDD3G_RASTER_EMIT=0
     (build/emit_old/libdd3g_raster.so, or DD3G_RASTER_LIB_BASELINE): tight and rect binning, several cameras,
     runs longer than one shared-memory window, and a capacity that cuts the list short (the clamp).
     "build/emit_staged" always uses the staged writer (-DDD3G_RASTER_EMIT=1), "build/emit_flat" the flat one
-    (one thread per list position, =3); "default" is the library under test, which picks the staged writer from
-    2^20 (camera, Gaussian) pairs: 530,000 x 2 cameras is above that."""
+    (one thread per list position, =3), "build/nofold" clears the tile ranges and counters with two memsets
+    (-DDD3G_RASTER_FOLD_MEMSETS=0) instead of in k_pad; "default" is the library under test, which picks the flat writer up to
+    2^15 (camera, Gaussian) pairs (6,000 x 2 cameras) and the staged writer from 2^20 (530,000 x 2 cameras)."""
     from dd3g_sdk.render import cuda as rc
 
     path = Path(os.environ.get("DD3G_RASTER_LIB_BASELINE", ROOT / "build/emit_old/libdd3g_raster.so"))
