@@ -4,11 +4,14 @@
 #   run(command=". .gpu/install.sh && CFG=configs/teacher_procworld.json TL=490 bash distill/scripts/gpu_train_teacher.sh", carry=[".gpu"])
 #   continue from the committed weights (fresh optimiser and schedule; see the teacher card):
 #   INIT=distill/dd3g_distill/teachers/procworld-mv64 CFG=configs/teacher_procworld_continue.json TL=400 GUIDANCE=1 ...
+#   a wider teacher (configs/teacher_procworld_wide.json, unet_width 2: 12M parameters; prepared, not yet run):
+#   CFG=configs/teacher_procworld_wide.json RUN=runs/teacher_wide TEACHER_OUT=distill/dd3g_distill/teachers/procworld-mv64-wide \
+#     TL=490 GUIDANCE=1 PACK_CKPT=0 ...     (then the same again on the warm machine: it resumes from RUN)
 # Join on this machine: cat pack.tar.part_* | tar xf -
 set -o pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/sdk:$PWD/distill:$PWD/export:$PYTHONPATH
-T=distill/dd3g_distill/teachers/procworld-mv64
-R=runs/teacher
+T=${TEACHER_OUT:-distill/dd3g_distill/teachers/procworld-mv64}  # where the fp16 EMA teacher is exported
+R=${RUN:-runs/teacher}
 mkdir -p $T /tmp/res
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv 2>&1 | tee -a $OUT/run.log
 python3 -m dd3g_distill.train_teacher --config ${CFG:-configs/teacher_procworld.json} --run $R \
@@ -16,7 +19,10 @@ python3 -m dd3g_distill.train_teacher --config ${CFG:-configs/teacher_procworld.
 python3 -m dd3g_distill.eval_teacher --teacher $T --count ${N:-64} --steps ${STEPS:-50} --guidance ${GUIDANCE:-1,2,3} --batch 64 \
   --json /tmp/res/teacher_procworld.json --grid /tmp/res/teacher_procworld.png 2>&1 | grep -v "accelerate\|^\`\`\`\|^\.$\|^$" | tee -a $OUT/run.log
 cp /tmp/res/teacher_procworld.json /tmp/res/teacher_procworld.png $OUT/ 2>/dev/null
-# the newest checkpoint travels too, so that a later command can resume the run
+# the newest checkpoint travels too, so that a later command can resume the run; PACK_CKPT=0 leaves it out when it
+# cannot fit through $OUT (8 files of 16 MiB: the wide teacher's checkpoint is ~190 MB). A later call on the same
+# warm machine resumes from $RUN anyway; a later session continues with INIT= the exported teacher.
 CK=$R/$(python3 -c "import json; print(json.load(open('$R/latest.json'))['dir'])")
+[[ ${PACK_CKPT:-1} == 0 ]] && CK=
 tar cf - $T $R/tb $R/config.json $R/latest.json $CK /tmp/res | split -b 15M - $OUT/pack.tar.part_
 ls -la $OUT | tee -a $OUT/run.log

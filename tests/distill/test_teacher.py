@@ -188,6 +188,33 @@ def test_training_steps_lower_the_loss_on_a_fixed_batch(prediction_type):
     assert max(diffs) > 0
 
 
+def test_unet_width_scales_the_teacher(tmp_path):
+    """unet_width widens the teacher's UNet (channels and image-token width, rounded to multiples of lcm(norm groups,
+    head width) so that group norm and attention heads still divide them); a wide teacher trains and exports."""
+    assert _tiny_train_config().unet_config().block_out_channels == (16, 32)  # the tiny preset, q = lcm(8, 8)
+    wide_cfg = _tiny_train_config(unet_width=2.0, cond_drop_prob=0.0, warmup_steps=1, lr=2e-3)
+    wide = wide_cfg.unet_config()
+    assert wide.block_out_channels == (32, 64) and wide.cross_attention_dim == 64
+    assert _tiny_train_config(unet_width=1.3).unet_config().block_out_channels == (24, 40)  # 20.8 -> 24, 41.6 -> 40
+    # the small teacher at width 2: 64/96/128/192 (q = lcm(16, 32) = 32; 48 x 2 = 96)
+    assert TrainConfig(unet_width=2.0).unet_config().block_out_channels == (64, 96, 128, 192)
+    with pytest.raises(ValueError, match="unet_width"):
+        TrainConfig(unet_width=0.0)
+    tr = TeacherTrainer(wide_cfg, "cpu")
+    narrow = TeacherTrainer(_tiny_train_config(), "cpu")
+    assert sum(p.numel() for p in tr.params) > 3 * sum(p.numel() for p in narrow.params)
+    batch = tr.batch_for_step(0)
+    with torch.no_grad():
+        before = float(tr.loss(batch))
+    for _ in range(6):
+        tr.train_step(batch)
+    with torch.no_grad():
+        after = float(tr.loss(batch))
+    assert after < 0.9 * before, (before, after)
+    t = DiffusersMVTeacher.from_pretrained(tr.export(tmp_path / "wide"))
+    assert t.unet.conv_in.out_channels == 32
+
+
 def test_prediction_conversions(tiny_teacher):
     """to_epsilon / to_x0 invert the forward process for both prediction types."""
     g = torch.Generator().manual_seed(4)
