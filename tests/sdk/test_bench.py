@@ -222,8 +222,11 @@ def test_make_tables_detects_stale_and_survives_foreign_files(tmp_path, quick):
     text = (tmp_path / "README.md").read_text()
     assert "`zz_foreign.json`" in text and "`zz_broken.json`" in text and "`bench_ci.json`" in text
     row = next(c for c in quick[0]["cases"] if c["name"] == "generator/tiny/torch/fp32/b1")
-    assert f"| tiny | torch | {row['params']['device']} | fp32 | 1 | {mt.fmt(row['median_ms'])} |" in text
-    text2 = text.replace(mt.fmt(row["median_ms"]), "123456789", 1)
+    cells = f"| tiny | torch | {row['params']['device']} | fp32 | 1 | "
+    assert f"{cells}{mt.fmt(row['median_ms'])} |" in text
+    # edit that very cell: the bare number can also occur outside the generated block (a median of "100" did)
+    text2 = text.replace(f"{cells}{mt.fmt(row['median_ms'])} |", f"{cells}123456789 |", 1)
+    assert text2 != text
     (tmp_path / "README.md").write_text(text2)
     assert mt.main(args + ["--check"]) == 1  # a hand edit inside the generated block is caught
 
