@@ -60,8 +60,8 @@
 #endif
 // 1: k_pad clears the tile ranges and the evaluation counter, which two cudaMemsetAsync calls at the start of the
 // frame did (0): two graph nodes fewer on the critical path of a small frame (run 5: -1 to -2 us at 16k, not the
-// 13 us that run 2's profile gave the memsets). k_pad runs in every frame (the empty one too), after nothing that reads either and before k_ranges and
-// k_raster, which write them.
+// 13 us that run 2's profile gave the memsets). k_pad runs in every frame (the empty one too), after nothing that
+// reads either and before k_ranges and k_raster, which write them.
 #ifndef DD3G_RASTER_FOLD_MEMSETS
 #define DD3G_RASTER_FOLD_MEMSETS 1
 #endif
@@ -545,8 +545,10 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
         // where the emitted list goes: the buffers that the tile sort starts from
         uint32_t* ik0 = (uint32_t*)(ws + P.o_ikey0);
         uint32_t* iv0 = (uint32_t*)(ws + P.o_ival0);
-        [[maybe_unused]] const bool flat = DD3G_RASTER_EMIT == 3 || (DD3G_RASTER_EMIT == 2 && CN <= DD3G_RASTER_FLAT_MAX);
-        [[maybe_unused]] const bool staged = DD3G_RASTER_EMIT == 1 || (DD3G_RASTER_EMIT == 2 && CN >= DD3G_RASTER_STAGED_MIN);
+        [[maybe_unused]] const bool flat =
+            DD3G_RASTER_EMIT == 3 || (DD3G_RASTER_EMIT == 2 && CN <= DD3G_RASTER_FLAT_MAX);
+        [[maybe_unused]] const bool staged =
+            DD3G_RASTER_EMIT == 1 || (DD3G_RASTER_EMIT == 2 && CN >= DD3G_RASTER_STAGED_MIN);
 #if DD3G_RASTER_EMIT == 2 || DD3G_RASTER_EMIT == 3
         if (flat) {
             const unsigned flat_grid = std::max(1u, std::min(blocks_for(P.capacity, 256), 8192u));

@@ -279,8 +279,9 @@ def test_emit_variants_render_identical_images(torch, lib, variant, n):
     runs longer than one shared-memory window, and a capacity that cuts the list short (the clamp).
     "build/emit_staged" always uses the staged writer (-DDD3G_RASTER_EMIT=1), "build/emit_flat" the flat one
     (one thread per list position, =3), "build/nofold" clears the tile ranges and counters with two memsets
-    (-DDD3G_RASTER_FOLD_MEMSETS=0) instead of in k_pad; "default" is the library under test, which picks the flat writer up to
-    2^15 (camera, Gaussian) pairs (6,000 x 2 cameras) and the staged writer from 2^20 (530,000 x 2 cameras)."""
+    (-DDD3G_RASTER_FOLD_MEMSETS=0) instead of in k_pad; "default" is the library under test, which picks the flat
+    writer up to 2^15 (camera, Gaussian) pairs (6,000 x 2 cameras) and the staged writer from 2^20 (530,000 x 2
+    cameras)."""
     from dd3g_sdk.render import cuda as rc
 
     path = Path(os.environ.get("DD3G_RASTER_LIB_BASELINE", ROOT / "build/emit_old/libdd3g_raster.so"))

@@ -168,20 +168,25 @@ def test_from_pretrained_bad_folders(tmp_path, tiny_teacher):
         DiffusersMVTeacher.from_pretrained(tmp_path / "bad")
 
 
+def _assert_steps_lower_the_loss(tr: TeacherTrainer, steps: int = 6) -> None:
+    """`steps` training steps on the batch of step 0 lower its loss by more than 10 %."""
+    batch = tr.batch_for_step(0)
+    with torch.no_grad():
+        before = float(tr.loss(batch))
+    for _ in range(steps):
+        tr.train_step(batch)
+    with torch.no_grad():
+        after = float(tr.loss(batch))
+    assert after < 0.9 * before, (before, after)
+
+
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_training_steps_lower_the_loss_on_a_fixed_batch(prediction_type):
     tr = TeacherTrainer(_tiny_train_config(cond_drop_prob=0.0, warmup_steps=1, lr=2e-3,
                                            prediction_type=prediction_type), "cpu")
     assert tr.teacher.prediction_type == prediction_type
     assert tr.teacher.scheduler.config.prediction_type == prediction_type
-    batch = tr.batch_for_step(0)
-    with torch.no_grad():
-        before = float(tr.loss(batch))
-    for _ in range(6):
-        tr.train_step(batch)
-    with torch.no_grad():
-        after = float(tr.loss(batch))
-    assert after < 0.9 * before, (before, after)
+    _assert_steps_lower_the_loss(tr)
     assert tr.step == 6
     # the EMA moved towards the weights but is not equal to them
     diffs = [float((e - p.detach()).abs().max()) for e, p in zip(tr.ema, tr.params)]
@@ -203,14 +208,7 @@ def test_unet_width_scales_the_teacher(tmp_path):
     tr = TeacherTrainer(wide_cfg, "cpu")
     narrow = TeacherTrainer(_tiny_train_config(), "cpu")
     assert sum(p.numel() for p in tr.params) > 3 * sum(p.numel() for p in narrow.params)
-    batch = tr.batch_for_step(0)
-    with torch.no_grad():
-        before = float(tr.loss(batch))
-    for _ in range(6):
-        tr.train_step(batch)
-    with torch.no_grad():
-        after = float(tr.loss(batch))
-    assert after < 0.9 * before, (before, after)
+    _assert_steps_lower_the_loss(tr)
     t = DiffusersMVTeacher.from_pretrained(tr.export(tmp_path / "wide"))
     assert t.unet.conv_in.out_channels == 32
 
