@@ -20,15 +20,17 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 build() {  # build EMIT OUT [FOLD]
+  local fold=${3:-1}
+  local stem="$tmp/emit$1_$fold"
   "$NVCC" -forward-unknown-to-host-compiler -Ddd3g_raster_EXPORTS -Icuda/include -Icuda/src -O3 -DNDEBUG \
     "--generate-code=arch=compute_$ARCH,code=[compute_$ARCH,sm_$ARCH]" -Xcompiler=-fPIC -Xcompiler=-fvisibility=hidden \
-    --expt-relaxed-constexpr -lineinfo -std=c++17 "-DDD3G_RASTER_EMIT=$1" "-DDD3G_RASTER_FOLD_MEMSETS=${3:-1}" -x cu -c cuda/src/dd3g_raster.cu \
-    -o "$tmp/emit$1_${3:-1}.o"
+    --expt-relaxed-constexpr -lineinfo -std=c++17 "-DDD3G_RASTER_EMIT=$1" "-DDD3G_RASTER_FOLD_MEMSETS=$fold" \
+    -x cu -c cuda/src/dd3g_raster.cu -o "$stem.o"
   "$NVCC" -shared -cudart=static "--generate-code=arch=compute_$ARCH,code=[compute_$ARCH,sm_$ARCH]" \
-    -Xlinker -soname=libdd3g_raster.so "$tmp/emit$1_${3:-1}.o" -o "$tmp/emit$1_${3:-1}.so"
+    -Xlinker -soname=libdd3g_raster.so "$stem.o" -o "$stem.so"
   mkdir -p "$(dirname "$2")"
-  install -m 755 "$tmp/emit$1_${3:-1}.so" "$2"  # replaced only once complete
-  echo "built $2 (DD3G_RASTER_EMIT=$1, DD3G_RASTER_FOLD_MEMSETS=${3:-1}, sm_$ARCH): $(stat -c %s "$2") bytes"
+  install -m 755 "$stem.so" "$2"  # replaced only once complete
+  echo "built $2 (DD3G_RASTER_EMIT=$1, DD3G_RASTER_FOLD_MEMSETS=$fold, sm_$ARCH): $(stat -c %s "$2") bytes"
 }
 
 build 2 build/libdd3g_raster.so &

@@ -55,7 +55,7 @@ class TrainConfig:
     `unet_width` scales its channels and image-token width (rounded to multiples of lcm(norm groups, head width)),
     for a teacher wider than the student: the small teacher's training is launch-bound (9.6 steps/s at batch 64
     and 128 alike on an H200), so width costs little wall time per step. PEPD Phase 1 then loads only the teacher
-    tensors whose shapes match (none at another width)."""
+    tensors whose shapes match (1 of 375 at width 2: conv_out's bias)."""
     unet_preset: str = "small"
     unet_width: float = 1.0
     views: ViewSetConfig = field(default_factory=ViewSetConfig)
