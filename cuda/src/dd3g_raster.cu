@@ -22,6 +22,17 @@
 //                   staged in shared memory
 // Sorting depth once per Gaussian and then only the few tile bits per intersection moves far fewer bytes than
 // gsplat's single 64-bit (camera | tile | depth) sort of all intersections.
+//
+// Small frames (up to DD3G_RASTER_BINNED_MAX (camera, Gaussian) pairs) take the binned path instead (bin_sort.h):
+// a memset and four kernels instead of ~14 nodes, because there the frame is a chain of latencies, not work:
+//   1. k_bin_count    as step 1 (no depth keys); a block of 128 Gaussians of one camera counts its walks in a shared
+//                     histogram and adds it to the tile counters, one atomic per touched tile, whose return value is
+//                     the block's offset inside the tile
+//   2. k_bin_scan     one block: tile counts -> tile ranges (clamped to the capacity) and the header
+//   3. k_bin_scatter  the walk again; entry -> tile start + block offset + shared rank: (depth bits, index)
+//   4. k_raster_binned each tile block sorts its entries by (depth bits, index) in shared memory (bitonic;
+//                     tiles over kTileSortMax entries in rounds of radix selection) and blends as step 8.
+// The key order is exactly the default path's (a stable depth sort of the indices), so the images are identical.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -33,6 +44,7 @@
 #include <cstring>
 
 #include "dd3g_raster.h"
+#include "bin_sort.h"
 #include "emit_walk.h"
 #include "raster_math.h"
 
@@ -64,6 +76,14 @@
 // reads either and before k_ranges and k_raster, which write them.
 #ifndef DD3G_RASTER_FOLD_MEMSETS
 #define DD3G_RASTER_FOLD_MEMSETS 1
+#endif
+// Frames with at most this many (camera, Gaussian) pairs (and at most kBinTilesMax tiles a camera) take the binned
+// path (bin_sort.h): count, scan, scatter, then a shared-memory sort per tile, instead of the depth sort, scan,
+// writer, pad, tile sort and ranges. 0: never. H200, run 6 (graph): 16k/512/1 0.192 -> 0.127 ms, 65k/512/1
+// 0.220 -> 0.177, 16k/1024/1 0.324 -> 0.305, but 65k/1024/1 0.377 -> 0.389 and 16k x 8 cameras 0.558 -> 0.599;
+// 2^16 keeps the one-camera frames up to 65k.
+#ifndef DD3G_RASTER_BINNED_MAX
+#define DD3G_RASTER_BINNED_MAX (1u << 16)
 #endif
 
 namespace {
@@ -124,8 +144,14 @@ struct Plan {
     // offsets into the workspace
     size_t o_header = 0, o_pa = 0, o_pb = 0, o_pc = 0, o_rect = 0, o_count = 0, o_dkey0 = 0, o_dkey1 = 0,
            o_dval0 = 0, o_dval1 = 0, o_scan_in = 0, o_scan_out = 0, o_ikey0 = 0, o_ikey1 = 0, o_ival0 = 0,
-           o_ival1 = 0, o_ranges = 0, o_cub = 0, total = 0;
+           o_ival1 = 0, o_ranges = 0, o_tcount = 0, o_boff = 0, o_cub = 0, total = 0;
 };
+
+// Whether a frame takes the binned small-scene path (bin_sort.h).
+bool binned(const Plan& p) {
+    return DD3G_RASTER_BINNED_MAX > 0 && p.CN > 0 && p.CN <= (int64_t)DD3G_RASTER_BINNED_MAX &&
+           (int64_t)p.tiles_x * p.tiles_y <= dd3g::kBinTilesMax;
+}
 
 int validate(const dd3g_raster_config* cfg) {
     if (!cfg) return DD3G_ERROR_INVALID_VALUE;
@@ -204,6 +230,11 @@ int make_plan(const dd3g_raster_config* cfg, Plan* p) {
     p->o_ival0 = take(cap * sizeof(uint32_t));
     p->o_ival1 = take(cap * sizeof(uint32_t));
     p->o_ranges = take((size_t)p->tiles * sizeof(int2));
+    p->o_tcount = take((size_t)p->tiles * sizeof(uint32_t));  // binned path: per-tile counts
+    // binned path: each count block's offset inside every tile it touched (blocks per camera x C x tiles per camera)
+    p->o_boff = take(binned(*p) ? (size_t)((p->N + dd3g::kBinThreads - 1) / dd3g::kBinThreads) * p->tiles *
+                                      sizeof(uint32_t)
+                                : 0);
     p->o_cub = take(p->cub_bytes);
     p->total = off;
     return DD3G_SUCCESS;
@@ -219,16 +250,15 @@ __device__ __forceinline__ float ld<float>(const float* p, size_t i) { return __
 template <>
 __device__ __forceinline__ float ld<__half>(const __half* p, size_t i) { return __half2float(p[i]); }
 
+// Step 1 for one (camera, Gaussian) number idx < N * C: stores its projection and returns its tile count (0: culled).
 template <typename T>
-__global__ void __launch_bounds__(256)
-k_project(uint32_t N, uint32_t C, const T* __restrict__ means, const T* __restrict__ quats,
-          const T* __restrict__ scales, const T* __restrict__ opacities, const T* __restrict__ sh, int K,
-          const float* __restrict__ viewmats, const float* __restrict__ Ks, int W, int H, int tiles_x,
-          int tiles_y, float near_plane, float far_plane, float eps2d, bool tight, float4* __restrict__ pa,
-          float4* __restrict__ pb, float4* __restrict__ pc, ushort4* __restrict__ rects,
-          uint32_t* __restrict__ counts, uint32_t* __restrict__ dkeys, uint32_t* __restrict__ dvals) {
-    uint32_t idx = blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= N * C) return;
+__device__ __forceinline__ uint32_t project_one(
+    uint32_t idx, uint32_t N, const T* __restrict__ means, const T* __restrict__ quats, const T* __restrict__ scales,
+    const T* __restrict__ opacities, const T* __restrict__ sh, int K, const float* __restrict__ viewmats,
+    const float* __restrict__ Ks, int W, int H, int tiles_x, int tiles_y, float near_plane, float far_plane,
+    float eps2d, bool tight, float4* __restrict__ pa, float4* __restrict__ pb, float4* __restrict__ pc,
+    ushort4* __restrict__ rects, uint32_t* __restrict__ counts, uint32_t* __restrict__ dkeys,
+    uint32_t* __restrict__ dvals, dd3g::Projected& p) {
     uint32_t cam = idx / N, g = idx - cam * N;
     const float* V = viewmats + 16 * cam;
     const float* Kc = Ks + 9 * cam;
@@ -237,9 +267,8 @@ k_project(uint32_t N, uint32_t C, const T* __restrict__ means, const T* __restri
                   ld(quats, 4 * (size_t)g + 3)};
     float s[3] = {ld(scales, 3 * (size_t)g), ld(scales, 3 * (size_t)g + 1), ld(scales, 3 * (size_t)g + 2)};
     float o = ld(opacities, g);
-    dd3g::Projected p;
     dd3g::project_gaussian(m, q, s, o, V, Kc, W, H, near_plane, far_plane, eps2d, tiles_x, tiles_y, p);
-    dvals[idx] = idx;
+    if (dvals) dvals[idx] = idx;
     uint32_t n = 0;
     if (p.visible) {
         if (tight) {
@@ -254,10 +283,10 @@ k_project(uint32_t N, uint32_t C, const T* __restrict__ means, const T* __restri
     }
     counts[idx] = n;
     if (n == 0) {
-        dkeys[idx] = kDepthCulled;
-        return;
+        if (dkeys) dkeys[idx] = kDepthCulled;
+        return 0;
     }
-    dkeys[idx] = __float_as_uint(p.depth);  // positive floats sort like their bit patterns
+    if (dkeys) dkeys[idx] = __float_as_uint(p.depth);  // positive floats sort like their bit patterns
     float cc[3];
     dd3g::camera_centre(V, cc);
     const T* shg = sh + (size_t)g * K * 3;
@@ -268,6 +297,23 @@ k_project(uint32_t N, uint32_t C, const T* __restrict__ means, const T* __restri
     pc[idx] = make_float4(fmaxf(rgb[0] + 0.5f, 0.f), fmaxf(rgb[1] + 0.5f, 0.f), fmaxf(rgb[2] + 0.5f, 0.f), 0.f);
     rects[idx] = make_ushort4((unsigned short)p.tx0, (unsigned short)p.ty0, (unsigned short)p.tx1,
                               (unsigned short)p.ty1);
+    return n;
+}
+
+// Step 1, one thread per (camera, Gaussian): the default path's projection (1-D grid, depth keys).
+template <typename T>
+__global__ void __launch_bounds__(256)
+k_project(uint32_t N, uint32_t C, const T* __restrict__ means, const T* __restrict__ quats,
+          const T* __restrict__ scales, const T* __restrict__ opacities, const T* __restrict__ sh, int K,
+          const float* __restrict__ viewmats, const float* __restrict__ Ks, int W, int H, int tiles_x,
+          int tiles_y, float near_plane, float far_plane, float eps2d, bool tight, float4* __restrict__ pa,
+          float4* __restrict__ pb, float4* __restrict__ pc, ushort4* __restrict__ rects,
+          uint32_t* __restrict__ counts, uint32_t* __restrict__ dkeys, uint32_t* __restrict__ dvals) {
+    const uint32_t idx = blockIdx.x * blockDim.x + threadIdx.x;
+    dd3g::Projected p;
+    if (idx < N * C)
+        project_one<T>(idx, N, means, quats, scales, opacities, sh, K, viewmats, Ks, W, H, tiles_x, tiles_y,
+                       near_plane, far_plane, eps2d, tight, pa, pb, pc, rects, counts, dkeys, dvals, p);
 }
 
 __global__ void k_gather_counts(uint32_t CN, const uint32_t* __restrict__ sorted_idx,
@@ -276,7 +322,7 @@ __global__ void k_gather_counts(uint32_t CN, const uint32_t* __restrict__ sorted
     if (k < CN) out[k] = counts[sorted_idx[k]];
 }
 
-#if DD3G_RASTER_EMIT != 1  // the per-thread and the flat writers
+#if DD3G_RASTER_EMIT != 1 || DD3G_RASTER_BINNED_MAX > 0  // the per-thread and flat writers, the binned scatter
 // Rebuild the Projected fields that tight_row reads from what k_project stored.
 __device__ __forceinline__ dd3g::Projected load_projected(const float4* pa, const float4* pb, const ushort4* rects,
                                                           uint32_t i) {
@@ -417,6 +463,67 @@ __global__ void k_ranges(int64_t num, const uint32_t* __restrict__ keys, uint32_
     if (i == num - 1 || keys[i + 1] != key) ranges[key].y = (int)(i + 1);
 }
 
+// One pixel's front-to-back blending state (steps 8 of both paths).
+struct PixelAcc {
+    float T = 1.f, r = 0.f, g = 0.f, b = 0.f, d = 0.f;
+    uint32_t n_eval = 0;
+    bool done;
+};
+
+// Blend the n Gaussians staged in s_a/s_b/s_c (in order) into the pixel at (fx, fy).
+template <bool kCount>
+__device__ __forceinline__ void blend_staged(int n, const float4* s_a, const float4* s_b, const float4* s_c, float fx,
+                                             float fy, PixelAcc& acc) {
+    for (int j = 0; j < n && !acc.done; ++j) {
+        const float4 a = s_a[j];
+        const float4 cb = s_b[j];
+        const float dx = a.x - fx, dy = a.y - fy;
+        const float sigma = 0.5f * (cb.x * dx * dx + cb.z * dy * dy) + cb.y * dx * dy;
+        const float alpha = fminf(dd3g::kAlphaMax, a.z * __expf(-sigma));
+        if (kCount) ++acc.n_eval;
+        if (sigma < 0.f || alpha < dd3g::kAlphaThreshold) continue;
+        const float next_T = acc.T * (1.f - alpha);
+        if (next_T <= dd3g::kTransmittanceMin) {
+            acc.done = true;
+            break;
+        }
+        const float w = alpha * acc.T;
+        const float4 c = s_c[j];
+        acc.r += c.x * w;
+        acc.g += c.y * w;
+        acc.b += c.z * w;
+        acc.d += a.w * w;
+        acc.T = next_T;
+    }
+}
+
+// The evaluation count (one atomic per warp) and the pixel's outputs.
+template <bool kCount>
+__device__ __forceinline__ void finish_pixel(const PixelAcc& acc, int tid, int cam, int px, int py, int W, int H,
+                                             bool inside, const float* __restrict__ background,
+                                             float* __restrict__ out_rgb, float* __restrict__ out_alpha,
+                                             float* __restrict__ out_depth, unsigned long long* __restrict__ evals) {
+    if (kCount) {
+        unsigned long long v = acc.n_eval;
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+        if ((tid & 31) == 0) atomicAdd(evals, v);
+    }
+    if (!inside) return;
+    const size_t pix = ((size_t)cam * H + py) * W + px;
+    float br = 0.f, bg = 0.f, bb = 0.f;
+    if (background) {
+        br = background[3 * cam];
+        bg = background[3 * cam + 1];
+        bb = background[3 * cam + 2];
+    }
+    out_rgb[3 * pix + 0] = acc.r + acc.T * br;
+    out_rgb[3 * pix + 1] = acc.g + acc.T * bg;
+    out_rgb[3 * pix + 2] = acc.b + acc.T * bb;
+    const float alpha = 1.f - acc.T;
+    if (out_alpha) out_alpha[pix] = alpha;
+    if (out_depth) out_depth[pix] = acc.d / fmaxf(alpha, 1e-10f);
+}
+
 template <bool kCount>
 __global__ void __launch_bounds__(kBlock)
 k_raster(int W, int H, int tiles_x, int tiles_per_cam, const int2* __restrict__ ranges,
@@ -430,13 +537,12 @@ k_raster(int W, int H, int tiles_x, int tiles_per_cam, const int2* __restrict__ 
     const int tid = threadIdx.y * kTile + threadIdx.x;
     const int px = blockIdx.x * kTile + threadIdx.x, py = blockIdx.y * kTile + threadIdx.y;
     const bool inside = px < W && py < H;
-    bool done = !inside;
+    PixelAcc acc;
+    acc.done = !inside;
     const int2 range = ranges[(size_t)cam * tiles_per_cam + blockIdx.y * tiles_x + blockIdx.x];
     const float fx = (float)px + 0.5f, fy = (float)py + 0.5f;
-    float T = 1.f, r = 0.f, g = 0.f, b = 0.f, d = 0.f;
-    uint32_t n_eval = 0;
     for (int start = range.x; start < range.y; start += kBlock) {
-        if (__syncthreads_count(done) == kBlock) break;  // also protects the shared batch being overwritten
+        if (__syncthreads_count(acc.done) == kBlock) break;  // also protects the shared batch being overwritten
         int i = start + tid;
         if (i < range.y) {
             uint32_t id = ivals[i];
@@ -445,50 +551,227 @@ k_raster(int W, int H, int tiles_x, int tiles_per_cam, const int2* __restrict__ 
             s_c[tid] = pc[id];
         }
         __syncthreads();
-        const int n = min(kBlock, range.y - start);
-        for (int j = 0; j < n && !done; ++j) {
-            const float4 a = s_a[j];
-            const float4 cb = s_b[j];
-            const float dx = a.x - fx, dy = a.y - fy;
-            const float sigma = 0.5f * (cb.x * dx * dx + cb.z * dy * dy) + cb.y * dx * dy;
-            const float alpha = fminf(dd3g::kAlphaMax, a.z * __expf(-sigma));
-            if (kCount) ++n_eval;
-            if (sigma < 0.f || alpha < dd3g::kAlphaThreshold) continue;
-            const float next_T = T * (1.f - alpha);
-            if (next_T <= dd3g::kTransmittanceMin) {
-                done = true;
+        blend_staged<kCount>(min(kBlock, range.y - start), s_a, s_b, s_c, fx, fy, acc);
+    }
+    finish_pixel<kCount>(acc, tid, cam, px, py, W, H, inside, background, out_rgb, out_alpha, out_depth, evals);
+}
+
+#if DD3G_RASTER_BINNED_MAX > 0
+// ---- the binned path (bin_sort.h): count (in k_project), scan, scatter, sort per tile and blend
+
+constexpr int kScanThreads = 1024, kScanItems = 4;
+
+// One block: tile_counts -> ranges [start, end), both clamped to the capacity; the
+// header gets the list size (which may exceed the capacity: the frame then drops entries), the capacity and a
+// cleared evaluation counter.
+__global__ void __launch_bounds__(kScanThreads)
+k_bin_scan(int64_t num_tiles, int64_t capacity, const uint32_t* __restrict__ tile_counts, int2* __restrict__ ranges,
+           Header* __restrict__ hdr) {
+    using Scan = cub::BlockScan<unsigned long long, kScanThreads>;
+    __shared__ typename Scan::TempStorage tmp;
+    const unsigned long long cap = (unsigned long long)capacity;
+    unsigned long long carry = 0;
+    for (int64_t base = 0; base < num_tiles; base += (int64_t)kScanThreads * kScanItems) {
+        unsigned long long v[kScanItems], start[kScanItems], total;
+        for (int i = 0; i < kScanItems; ++i) {
+            const int64_t t = base + (int64_t)threadIdx.x * kScanItems + i;
+            v[i] = t < num_tiles ? tile_counts[t] : 0ull;
+        }
+        Scan(tmp).ExclusiveSum(v, start, total);
+        for (int i = 0; i < kScanItems; ++i) {
+            const int64_t t = base + (int64_t)threadIdx.x * kScanItems + i;
+            if (t >= num_tiles) continue;
+            uint64_t s0, s1;
+            dd3g::bin_range(carry + start[i], v[i], cap, &s0, &s1);
+            ranges[t] = make_int2((int)s0, (int)s1);
+        }
+        carry += total;
+        __syncthreads();  // tmp is reused
+    }
+    if (threadIdx.x == 0) {
+        hdr->intersections = carry;
+        hdr->capacity = cap;
+        hdr->evaluations = 0;
+    }
+}
+
+// Step 1 of the binned path: a block of kBinThreads Gaussians of one camera (blockIdx.y) projects them as k_project
+// does (no depth keys), counts their walks in a shared histogram of the camera's tiles and adds it to tile_counts
+// (zeroed before): one global atomic per tile the block touched, instead of one per entry on a few hot counters.
+// What that atomic returns is the block's offset inside the tile, kept in block_offsets for the scatter.
+template <typename T>
+__global__ void __launch_bounds__(dd3g::kBinThreads)
+k_bin_count(uint32_t N, const T* __restrict__ means, const T* __restrict__ quats, const T* __restrict__ scales,
+            const T* __restrict__ opacities, const T* __restrict__ sh, int K, const float* __restrict__ viewmats,
+            const float* __restrict__ Ks, int W, int H, int tiles_x, int tiles_y, float near_plane,
+            float far_plane, float eps2d, bool tight, float4* __restrict__ pa, float4* __restrict__ pb,
+            float4* __restrict__ pc, ushort4* __restrict__ rects, uint32_t* __restrict__ counts,
+            uint32_t* __restrict__ tile_counts, uint32_t* __restrict__ block_offsets) {
+    __shared__ uint32_t s_cnt[dd3g::kBinTilesMax];
+    const int tpc = tiles_x * tiles_y;
+    for (int t = threadIdx.x; t < tpc; t += blockDim.x) s_cnt[t] = 0;
+    __syncthreads();
+    const uint32_t g = blockIdx.x * blockDim.x + threadIdx.x, cam = blockIdx.y;
+    if (g < N) {
+        dd3g::Projected p;
+        if (project_one<T>(cam * N + g, N, means, quats, scales, opacities, sh, K, viewmats, Ks, W, H, tiles_x,
+                           tiles_y, near_plane, far_plane, eps2d, tight, pa, pb, pc, rects, counts, nullptr,
+                           nullptr, p) > 0)
+            dd3g::bin_walk(p, tight, tiles_x, [&](uint32_t t) { atomicAdd(&s_cnt[t], 1u); });
+    }
+    __syncthreads();
+    uint32_t* mine = tile_counts + (size_t)cam * tpc;
+    uint32_t* offs = block_offsets + ((size_t)cam * gridDim.x + blockIdx.x) * tpc;
+    for (int t = threadIdx.x; t < tpc; t += blockDim.x)
+        if (s_cnt[t]) offs[t] = atomicAdd(mine + t, s_cnt[t]);
+}
+
+// Step 3 of the binned path, per block of kBinThreads Gaussians of one camera (the blocks of k_bin_count): the walk
+// again; each entry goes to slot = tile start + the block's offset in the tile (k_bin_count) + a rank inside the
+// block (shared atomic), and stores (depth bits, number) there. A slot at or past the tile's end (the capacity cut
+// the range short) is dropped.
+__global__ void __launch_bounds__(dd3g::kBinThreads)
+k_bin_scatter(uint32_t N, int tiles_x, int tiles_per_cam, bool tight, const uint32_t* __restrict__ counts,
+              const float4* __restrict__ pa, const float4* __restrict__ pb, const ushort4* __restrict__ rects,
+              const int2* __restrict__ ranges, const uint32_t* __restrict__ block_offsets,
+              uint32_t* __restrict__ dbits, uint32_t* __restrict__ ivals) {
+    __shared__ uint32_t s_rank[dd3g::kBinTilesMax];
+    const int tpc = tiles_per_cam;
+    for (int t = threadIdx.x; t < tpc; t += blockDim.x) s_rank[t] = 0;
+    __syncthreads();
+    const uint32_t g = blockIdx.x * blockDim.x + threadIdx.x, cam = blockIdx.y, idx = cam * N + g;
+    if (g >= N || counts[idx] == 0) return;
+    const dd3g::Projected p = load_projected(pa, pb, rects, idx);
+    const int2* cam_ranges = ranges + (size_t)cam * tpc;
+    const uint32_t* offs = block_offsets + ((size_t)cam * gridDim.x + blockIdx.x) * tpc;
+    const uint32_t depth_bits = __float_as_uint(p.depth);
+    dd3g::bin_walk(p, tight, tiles_x, [&](uint32_t t) {
+        const int2 r = cam_ranges[t];
+        const uint32_t slot = (uint32_t)r.x + offs[t] + atomicAdd(&s_rank[t], 1u);
+        if (slot < (uint32_t)r.y) {
+            dbits[slot] = depth_bits;
+            ivals[slot] = idx;
+        }
+    });
+}
+
+// Sort s_key[0, n) ascending (bitonic over the next power of two, padded with kKeyNone). Block-wide.
+__device__ __forceinline__ void block_sort_keys(uint64_t* s_key, int n, int tid) {
+    const int P = dd3g::next_pow2(n);
+    for (int i = n + tid; i < P; i += kBlock) s_key[i] = dd3g::kKeyNone;
+    __syncthreads();
+    for (int k = 2; k <= P; k <<= 1)
+        for (int j = k >> 1; j > 0; j >>= 1) {
+            for (int q = tid; q < (P >> 1); q += kBlock) dd3g::bitonic_step(s_key, q, k, j);
+            __syncthreads();
+        }
+}
+
+// Step 8 of the binned path: one 16x16 block per (tile, camera). The tile's entries are sorted by (depth bits,
+// number) in shared memory, in one piece up to kTileSortMax, else in rounds of the kTileSortMax smallest keys not
+// yet blended (bin_sort.h), and blended front to back as k_raster does.
+template <bool kCount>
+__global__ void __launch_bounds__(kBlock)
+k_raster_binned(int W, int H, int tiles_x, int tiles_per_cam, const int2* __restrict__ ranges,
+                const uint32_t* __restrict__ dbits, const uint32_t* __restrict__ ivals, const float4* __restrict__ pa,
+                const float4* __restrict__ pb, const float4* __restrict__ pc, const float* __restrict__ background,
+                float* __restrict__ out_rgb, float* __restrict__ out_alpha, float* __restrict__ out_depth,
+                unsigned long long* __restrict__ evals) {
+    __shared__ uint64_t s_key[dd3g::kTileSortMax];
+    __shared__ float4 s_a[kBlock];
+    __shared__ float4 s_b[kBlock];
+    __shared__ float4 s_c[kBlock];
+    __shared__ uint32_t s_hist[256];
+    __shared__ uint32_t s_left, s_taken, s_rank;
+    __shared__ uint64_t s_prefix;
+    static_assert(kBlock == 256, "one histogram bin per thread");
+    const int cam = blockIdx.z;
+    const int tid = threadIdx.y * kTile + threadIdx.x;
+    const int px = blockIdx.x * kTile + threadIdx.x, py = blockIdx.y * kTile + threadIdx.y;
+    const bool inside = px < W && py < H;
+    PixelAcc acc;
+    acc.done = !inside;
+    const int2 range = ranges[(size_t)cam * tiles_per_cam + blockIdx.y * tiles_x + blockIdx.x];
+    const int n = range.y - range.x;
+    const float fx = (float)px + 0.5f, fy = (float)py + 0.5f;
+    auto key_at = [&](int j) { return dd3g::bin_key(dbits[range.x + j], ivals[range.x + j]); };
+
+    uint64_t lo = 0;  // the keys below lo are blended
+    bool all_done = false;
+    while (n > 0 && !all_done) {
+        int m;                          // keys in this round
+        uint64_t thr = dd3g::kKeyNone;  // the round's largest key (kKeyNone: the last round)
+        if (lo == 0 && n <= dd3g::kTileSortMax) {  // the usual case: the whole tile in one piece
+            for (int j = tid; j < n; j += kBlock) s_key[j] = key_at(j);
+            m = n;
+        } else {
+            if (tid == 0) {  // the previous round's last reads of these came before its last barrier
+                s_left = s_taken = 0;
+                s_prefix = 0;
+                s_rank = dd3g::kTileSortMax;
+            }
+            __syncthreads();
+            uint32_t mine = 0;
+            for (int j = tid; j < n; j += kBlock) mine += key_at(j) >= lo;
+            atomicAdd(&s_left, mine);
+            __syncthreads();
+            const uint32_t left = s_left;
+            if (left == 0) break;
+            if (left > (uint32_t)dd3g::kTileSortMax) {  // select the kTileSortMax-th smallest key >= lo
+                for (int shift = 56; shift >= 0; shift -= 8) {
+                    s_hist[tid] = 0;
+                    __syncthreads();
+                    const uint64_t prefix = s_prefix;
+                    for (int j = tid; j < n; j += kBlock) {
+                        const uint64_t key = key_at(j);
+                        if (dd3g::bin_select_match(key, lo, prefix, shift))
+                            atomicAdd(&s_hist[dd3g::bin_select_digit(key, shift)], 1u);
+                    }
+                    __syncthreads();
+                    if (tid == 0) {
+                        uint64_t pre = s_prefix;
+                        uint32_t r = s_rank;
+                        dd3g::bin_select_pick(s_hist, shift, &pre, &r);
+                        s_prefix = pre;
+                        s_rank = r;
+                    }
+                    __syncthreads();
+                }
+                thr = s_prefix;
+            }
+            for (int j = tid; j < n; j += kBlock) {
+                const uint64_t key = key_at(j);
+                if (key >= lo && key <= thr) {
+                    const uint32_t slot = atomicAdd(&s_taken, 1u);
+                    if (slot < (uint32_t)dd3g::kTileSortMax) s_key[slot] = key;
+                }
+            }
+            __syncthreads();
+            m = (int)min(s_taken, (uint32_t)dd3g::kTileSortMax);
+        }
+        block_sort_keys(s_key, m, tid);
+        for (int start = 0; start < m; start += kBlock) {
+            if (__syncthreads_count(acc.done) == kBlock) {  // also protects the shared batch being overwritten
+                all_done = true;
                 break;
             }
-            const float w = alpha * T;
-            const float4 c = s_c[j];
-            r += c.x * w;
-            g += c.y * w;
-            b += c.z * w;
-            d += a.w * w;
-            T = next_T;
+            const int i = start + tid;
+            if (i < m) {
+                const uint32_t id = dd3g::bin_key_index(s_key[i]);
+                s_a[tid] = pa[id];
+                s_b[tid] = pb[id];
+                s_c[tid] = pc[id];
+            }
+            __syncthreads();
+            blend_staged<kCount>(min(kBlock, m - start), s_a, s_b, s_c, fx, fy, acc);
         }
+        if (thr == dd3g::kKeyNone) break;
+        lo = thr + 1;
+        __syncthreads();  // s_key is refilled by the next round
     }
-    if (kCount) {
-        // one atomic per warp
-        unsigned long long v = n_eval;
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-        if ((tid & 31) == 0) atomicAdd(evals, v);
-    }
-    if (!inside) return;
-    const size_t pix = ((size_t)cam * H + py) * W + px;
-    float br = 0.f, bg = 0.f, bb = 0.f;
-    if (background) {
-        br = background[3 * cam];
-        bg = background[3 * cam + 1];
-        bb = background[3 * cam + 2];
-    }
-    out_rgb[3 * pix + 0] = r + T * br;
-    out_rgb[3 * pix + 1] = g + T * bg;
-    out_rgb[3 * pix + 2] = b + T * bb;
-    const float alpha = 1.f - T;
-    if (out_alpha) out_alpha[pix] = alpha;
-    if (out_depth) out_depth[pix] = d / fmaxf(alpha, 1e-10f);
+    finish_pixel<kCount>(acc, tid, cam, px, py, W, H, inside, background, out_rgb, out_alpha, out_depth, evals);
 }
+#endif
 
 unsigned blocks_for(int64_t n, int threads) { return (unsigned)((n + threads - 1) / threads); }
 
@@ -523,6 +806,43 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
 #endif
 
     const uint32_t* ivals_sorted = nullptr;
+#if DD3G_RASTER_BINNED_MAX > 0
+    if (binned(P)) {
+        uint32_t* boff = (uint32_t*)(ws + P.o_boff);
+        uint32_t* tcount = (uint32_t*)(ws + P.o_tcount);
+        uint32_t* dbits = (uint32_t*)(ws + P.o_ikey0);
+        uint32_t* ivals = (uint32_t*)(ws + P.o_ival0);
+        DD3G_CUDA(cudaMemsetAsync(tcount, 0, (size_t)P.tiles * sizeof(uint32_t), stream));
+        const dim3 bin_grid(blocks_for(P.N, dd3g::kBinThreads), P.C);
+        k_bin_count<T><<<bin_grid, dd3g::kBinThreads, 0, stream>>>(
+            (uint32_t)P.N, (const T*)buf->means, (const T*)buf->quats, (const T*)buf->scales,
+            (const T*)buf->opacities, (const T*)buf->sh, P.K, buf->viewmats, buf->Ks, P.W, P.H, P.tiles_x,
+            P.tiles_y, cfg->near_plane, cfg->far_plane, cfg->eps2d, tight, pa, pb, pc, rects, counts, tcount, boff);
+        DD3G_LAUNCHED("k_bin_count");
+        k_bin_scan<<<1, kScanThreads, 0, stream>>>(P.tiles, P.capacity, tcount, ranges, hdr);
+        DD3G_LAUNCHED("k_bin_scan");
+        if (exact) {  // the list size is in the header; refuse a frame that does not fit, as the default path does
+            unsigned long long M = 0;
+            DD3G_CUDA(cudaMemcpyAsync(&M, &hdr->intersections, sizeof(M), cudaMemcpyDeviceToHost, stream));
+            DD3G_CUDA(cudaStreamSynchronize(stream));
+            if (M > (unsigned long long)P.capacity) return DD3G_ERROR_WORKSPACE_TOO_SMALL;
+        }
+        k_bin_scatter<<<bin_grid, dd3g::kBinThreads, 0, stream>>>((uint32_t)P.N, P.tiles_x, tiles_per_cam, tight,
+                                                                   counts, pa, pb, rects, ranges, boff, dbits, ivals);
+        DD3G_LAUNCHED("k_bin_scatter");
+        dim3 grid(P.tiles_x, P.tiles_y, P.C), block(kTile, kTile);
+        if (count)
+            k_raster_binned<true><<<grid, block, 0, stream>>>(P.W, P.H, P.tiles_x, tiles_per_cam, ranges, dbits, ivals,
+                                                              pa, pb, pc, buf->background, buf->rgb, buf->alpha,
+                                                              buf->depth, &hdr->evaluations);
+        else
+            k_raster_binned<false><<<grid, block, 0, stream>>>(P.W, P.H, P.tiles_x, tiles_per_cam, ranges, dbits,
+                                                               ivals, pa, pb, pc, buf->background, buf->rgb,
+                                                               buf->alpha, buf->depth, &hdr->evaluations);
+        DD3G_LAUNCHED("k_raster_binned");
+        return DD3G_SUCCESS;
+    }
+#endif
     if (CN > 0) {
         k_project<T><<<blocks_for(CN, 256), 256, 0, stream>>>(
             (uint32_t)P.N, (uint32_t)P.C, (const T*)buf->means, (const T*)buf->quats, (const T*)buf->scales,

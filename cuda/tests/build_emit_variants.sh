@@ -3,11 +3,15 @@
 # other (it runs build/libdd3g_raster.so, then every build/*/libdd3g_raster.so) and that
 # tests/cuda/test_raster_gpu.py compares image for image:
 #   build/libdd3g_raster.so              default: the writer chosen by size (DD3G_RASTER_EMIT=2)
-#   build/emit_old/libdd3g_raster.so     -DDD3G_RASTER_EMIT=0: always the per-thread writer
+#   build/emit_old/libdd3g_raster.so     -DDD3G_RASTER_EMIT=0: always the per-thread writer (these four: never binned)
 #   build/emit_staged/libdd3g_raster.so  -DDD3G_RASTER_EMIT=1: always the staged, coalesced writer
 #   build/emit_flat/libdd3g_raster.so    -DDD3G_RASTER_EMIT=3: always the flat writer (a thread per list position)
 #   build/nofold/libdd3g_raster.so       -DDD3G_RASTER_FOLD_MEMSETS=0: the default writer choice, with the two
 #                                        frame-start memsets instead of k_pad clearing ranges and counters
+#   build/binned_off/libdd3g_raster.so   -DDD3G_RASTER_BINNED_MAX=0: never the binned small-scene path
+#   build/binned_all/libdd3g_raster.so   -DDD3G_RASTER_BINNED_MAX=0xFFFFFFFFu: always the binned path
+#   build/binned_s64/libdd3g_raster.so   always binned, -DDD3G_RASTER_TILE_SORT_MAX=64: tiles sorted in rounds
+#   build/binned_s4096/libdd3g_raster.so always binned, with 4,096-key tile sorts (timing the shared-memory size)
 # for one architecture (ARCH, default 90), with the compile flags of the CMake Release build (build/build.ninja:
 # -O3 -DNDEBUG, --expt-relaxed-constexpr -lineinfo, -fPIC, hidden visibility) and its static CUDA runtime.
 # Touches nothing else in build/ (other targets may live there).
@@ -19,30 +23,38 @@ NVCC=${NVCC:-nvcc}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-build() {  # build EMIT OUT [FOLD]
-  local fold=${3:-1}
-  local stem="$tmp/emit$1_$fold"
+build() {  # build OUT [-D...]: the default build plus the given defines
+  local out=$1
+  shift
+  local stem="$tmp/$(echo "$out" | tr / _)"
   "$NVCC" -forward-unknown-to-host-compiler -Ddd3g_raster_EXPORTS -Icuda/include -Icuda/src -O3 -DNDEBUG \
     "--generate-code=arch=compute_$ARCH,code=[compute_$ARCH,sm_$ARCH]" -Xcompiler=-fPIC -Xcompiler=-fvisibility=hidden \
-    --expt-relaxed-constexpr -lineinfo -std=c++17 "-DDD3G_RASTER_EMIT=$1" "-DDD3G_RASTER_FOLD_MEMSETS=$fold" \
-    -x cu -c cuda/src/dd3g_raster.cu -o "$stem.o"
+    --expt-relaxed-constexpr -lineinfo -std=c++17 "$@" -x cu -c cuda/src/dd3g_raster.cu -o "$stem.o"
   "$NVCC" -shared -cudart=static "--generate-code=arch=compute_$ARCH,code=[compute_$ARCH,sm_$ARCH]" \
     -Xlinker -soname=libdd3g_raster.so "$stem.o" -o "$stem.so"
-  mkdir -p "$(dirname "$2")"
-  install -m 755 "$stem.so" "$2"  # replaced only once complete
-  echo "built $2 (DD3G_RASTER_EMIT=$1, DD3G_RASTER_FOLD_MEMSETS=$fold, sm_$ARCH): $(stat -c %s "$2") bytes"
+  mkdir -p "$(dirname "$out")"
+  install -m 755 "$stem.so" "$out"  # replaced only once complete
+  echo "built $out ($* sm_$ARCH): $(stat -c %s "$out") bytes"
 }
 
-build 2 build/libdd3g_raster.so &
-p2=$!
-build 0 build/emit_old/libdd3g_raster.so &
-p0=$!
-wait $p2
-wait $p0
-build 1 build/emit_staged/libdd3g_raster.so &
-p1=$!
-build 3 build/emit_flat/libdd3g_raster.so &
-p3=$!
-wait $p1
-wait $p3
-build 2 build/nofold/libdd3g_raster.so 0
+# two at a time (each nvcc is mostly single-threaded; this machine has two cores)
+pids=()
+run() {
+  build "$@" &
+  pids+=($!)
+  if ((${#pids[@]} == 2)); then
+    wait "${pids[0]}"
+    wait "${pids[1]}"
+    pids=()
+  fi
+}
+run build/libdd3g_raster.so
+run build/emit_old/libdd3g_raster.so -DDD3G_RASTER_EMIT=0 -DDD3G_RASTER_BINNED_MAX=0
+run build/emit_staged/libdd3g_raster.so -DDD3G_RASTER_EMIT=1 -DDD3G_RASTER_BINNED_MAX=0
+run build/emit_flat/libdd3g_raster.so -DDD3G_RASTER_EMIT=3 -DDD3G_RASTER_BINNED_MAX=0
+run build/nofold/libdd3g_raster.so -DDD3G_RASTER_FOLD_MEMSETS=0 -DDD3G_RASTER_BINNED_MAX=0
+run build/binned_off/libdd3g_raster.so -DDD3G_RASTER_BINNED_MAX=0
+run build/binned_all/libdd3g_raster.so -DDD3G_RASTER_BINNED_MAX=0xFFFFFFFFu
+run build/binned_s64/libdd3g_raster.so -DDD3G_RASTER_BINNED_MAX=0xFFFFFFFFu -DDD3G_RASTER_TILE_SORT_MAX=64
+run build/binned_s4096/libdd3g_raster.so -DDD3G_RASTER_BINNED_MAX=0xFFFFFFFFu -DDD3G_RASTER_TILE_SORT_MAX=4096
+for p in "${pids[@]}"; do wait "$p"; done

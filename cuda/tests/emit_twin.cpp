@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "emit_walk.h"
+#include "twin_cases.h"
 
 namespace {
 
@@ -69,24 +70,7 @@ Case make_case(std::mt19937_64& rng, int which) {
             p.visible = false;
             continue;
         }
-        // rect: mostly small (a few tiles), sometimes up to the whole grid
-        const double big = U(0, 1);
-        const int w = big < 0.03 ? c.tiles_x : std::min(c.tiles_x, 1 + (int)std::floor(std::exp(U(-0.5, 2.2))));
-        const int h = big < 0.03 ? c.tiles_y : std::min(c.tiles_y, 1 + (int)std::floor(std::exp(U(-0.5, 2.2))));
-        p.tx0 = I(0, c.tiles_x - w); p.ty0 = I(0, c.tiles_y - h);
-        p.tx1 = p.tx0 + w; p.ty1 = p.ty0 + h;
-        // an ellipse roughly inscribed in the rect, rotated; sometimes degenerate, sometimes too faint
-        const float cx = (float)(16.0 * (p.tx0 + p.tx1) / 2 + U(-8, 8)), cy = (float)(16.0 * (p.ty0 + p.ty1) / 2 + U(-8, 8));
-        const double sx = U(0.5, 8.0 * w), sy = U(0.5, 8.0 * h), th = U(0, 3.141592653589793), rho = U(-0.95, 0.95);
-        const double a = 1 / (sx * sx), cc = 1 / (sy * sy), b = rho * std::sqrt(a * cc) * std::cos(th);
-        p.x = cx; p.y = cy;
-        p.ca = (float)a; p.cb = (float)b; p.cc = (float)cc;
-        const double kind = U(0, 1);
-        if (kind < 0.04) p.cb = (float)(2 * std::sqrt(a * cc));  // det < 0: whole rect rows
-        else if (kind < 0.06) p.ca = 0.f;                        // a = 0: whole rect rows
-        p.opacity = kind > 0.97 ? (float)U(0.0005, 1.0 / 255) : (float)U(0.02, 1.0);
-        p.depth = (float)U(0.1, 10);
-        p.visible = true;
+        twin::random_projected(rng, c.tiles_x, c.tiles_y, p);
         walk[i] = walk_count(p, c.tight);
     }
     // depth order: a random permutation of the (camera, Gaussian) numbers

@@ -4,6 +4,7 @@
 #   . .gpu/install.sh && bash cuda/tests/gpu_host_run.sh
 #   STEPS="profile trt" TRT_MODES="network identity-network" bash cuda/tests/gpu_host_run.sh   # a subset
 #   STEPS="trtcpp" bash cuda/tests/gpu_host_run.sh     # C++ plugin: carried build/libdd3g_trt_plugin.so (not built here)
+#   BENCH_CONFIGS="16384x512x1,65536x512x1" VARIANTS="build/libdd3g_raster.so build/binned_off/libdd3g_raster.so" ...
 # Each step has its own time limit, so that one hang does not cost the others.
 set -u
 STEPS=${STEPS:-tests bench trt}
@@ -29,12 +30,13 @@ python3 -c "from dd3g_sdk.render import cuda as rc; l=rc.load_library(); print('
   2>&1 | tee -a "$OUT/summary.txt"
 
 # 2. GPU correctness tests
-has tests && timeout 150 python3 -m pytest tests/cuda/test_raster_gpu.py -q -rA -p no:cacheprovider >"$OUT/gpu_tests.log" 2>&1
+has tests && timeout 240 python3 -m pytest tests/cuda/test_raster_gpu.py -q -rA -p no:cacheprovider >"$OUT/gpu_tests.log" 2>&1
 has tests && summary "gpu tests rc=$? : $(tail -1 "$OUT/gpu_tests.log")"
 
 # 3. benchmark (and/or the per-kernel profile)
 if has bench; then
-  timeout 200 python3 benchmarks/bench_rasterizer.py --out "$OUT/rasterizer_gpu.json" >"$OUT/bench.log" 2>&1
+  timeout 200 python3 benchmarks/bench_rasterizer.py --out "$OUT/rasterizer_gpu.json" ${BENCH_CONFIGS:+--configs "$BENCH_CONFIGS"} \
+    >"$OUT/bench.log" 2>&1
   summary "bench rc=$?"
 fi
 if has profile; then
@@ -42,9 +44,10 @@ if has profile; then
   summary "profile rc=$?"
 fi
 
-# 3b. library variants (build/*/libdd3g_raster.so, e.g. compiled with -DDD3G_RASTER_UNROLL=4) on a few configs
+# 3b. library variants (build/*/libdd3g_raster.so, cuda/tests/build_emit_variants.sh; VARIANTS="a.so b.so" picks)
+# on a few configs
 if has variants; then
-  for lib in build/libdd3g_raster.so build/*/libdd3g_raster.so; do
+  for lib in ${VARIANTS:-build/libdd3g_raster.so build/*/libdd3g_raster.so}; do
     [[ -f "$lib" ]] || continue
     echo "== variant $lib" >>"$OUT/variants.log"
     DD3G_RASTER_LIB=$PWD/$lib timeout 90 python3 benchmarks/bench_rasterizer.py --no-gsplat --iters 30 \

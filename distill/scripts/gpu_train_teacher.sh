@@ -4,7 +4,7 @@
 #   run(command=". .gpu/install.sh && CFG=configs/teacher_procworld.json TL=490 bash distill/scripts/gpu_train_teacher.sh", carry=[".gpu"])
 #   continue from the committed weights (fresh optimiser and schedule; see the teacher card):
 #   INIT=distill/dd3g_distill/teachers/procworld-mv64 CFG=configs/teacher_procworld_continue.json TL=400 GUIDANCE=1 ...
-#   a wider teacher (configs/teacher_procworld_wide.json, unet_width 2: 12M parameters; prepared, not yet run):
+#   the wider teacher (configs/teacher_procworld_wide.json, unet_width 2: 12M parameters; run 2026-11-27, see the card):
 #   CFG=configs/teacher_procworld_wide.json RUN=runs/teacher_wide TEACHER_OUT=distill/dd3g_distill/teachers/procworld-mv64-wide \
 #     TL=490 GUIDANCE=1 PACK_CKPT=0 ...     (then the same again on the warm machine: it resumes from RUN)
 # Join on this machine: cat pack.tar.part_* | tar xf -

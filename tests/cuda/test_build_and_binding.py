@@ -167,15 +167,19 @@ def test_find_library_order(built_lib, monkeypatch, tmp_path):
     assert cands[-1].parent == ROOT / "build"
 
 
-def test_flat_writer_build_compiles_cleanly(tmp_path):
-    """The flat-writer build (-DDD3G_RASTER_EMIT=3: what cuda/tests/build_emit_variants.sh makes for the GPU
-    host) compiles without warnings (an unused writer kernel would warn), so the device call is not spent on it."""
+@pytest.mark.parametrize("defines", [("-DDD3G_RASTER_EMIT=3",), ("-DDD3G_RASTER_BINNED_MAX=0",),
+                                     ("-DDD3G_RASTER_BINNED_MAX=0xFFFFFFFFu", "-DDD3G_RASTER_TILE_SORT_MAX=64")],
+                         ids=["flat", "binned_off", "binned_s64"])
+def test_variant_builds_compile_cleanly(tmp_path, defines):
+    """The variant builds that cuda/tests/build_emit_variants.sh makes for the GPU host (the flat writer always;
+    the binned path never; the binned path always, with a 64-key tile sort) compile without warnings (an unused
+    kernel would warn), so the device call is not spent on it."""
     nvcc = shutil.which("nvcc") or (shutil.which("nvcc", path="/usr/local/cuda/bin"))
     if nvcc is None:
         pytest.skip("nvcc not found")
     cmd = [nvcc, "-std=c++17", "-O2", f"-arch=sm_{ARCH}", "--expt-relaxed-constexpr", "-Xcompiler", "-fPIC",
-           "-DDD3G_RASTER_EMIT=3", f"-I{ROOT / 'cuda/include'}", f"-I{ROOT / 'cuda/src'}", "-c",
-           str(ROOT / "cuda/src/dd3g_raster.cu"), "-o", str(tmp_path / "flat.o")]
+           *defines, f"-I{ROOT / 'cuda/include'}", f"-I{ROOT / 'cuda/src'}", "-c",
+           str(ROOT / "cuda/src/dd3g_raster.cu"), "-o", str(tmp_path / "variant.o")]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-4000:]
     assert "warning" not in r.stderr.lower(), r.stderr[-4000:]

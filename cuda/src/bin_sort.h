@@ -1,0 +1,106 @@
+// bin_sort.h: the per-thread pieces of the small-scene ("binned") path of dd3g_raster.cu, compiled for the GPU
+// and for the CPU (cuda/tests/bin_twin.cpp, tests/cuda/test_bin_twin.py), so that a CPU test checks the very code
+// that the kernels run.
+//
+// The binned path replaces the depth sort, the scan over Gaussians, the list writer, the tile sort and the range
+// search of the default path (about ten dependent kernels) by three kernels:
+//   count    k_bin_count projects and counts every tile of its Gaussian's walk in a shared-memory histogram of the
+//            block's camera; the block adds its histogram to the per-tile counters (one global atomic per tile
+//            it touched) and keeps what each atomic returned: the block's offset inside that tile
+//   scan     one block turns the counters into tile ranges [start, end) (clamped to the capacity)
+//   scatter  the walk again; each entry goes to tile start + block offset + a rank inside the block (a shared
+//            atomic) and stores (depth bits, index)
+// and a raster kernel that sorts each tile's entries in shared memory by the 64-bit key
+//     (float bits of the camera depth) << 32 | (camera, Gaussian) number
+// before blending. The default path orders a tile by a stable depth sort of the (camera, Gaussian) numbers, i.e. by
+// exactly this key (positive floats order like their bits; ties go to the smaller number), so both paths blend
+// every tile in the same order and render bit-identical images. The atomics decide only where an entry is stored,
+// never the order in which it is blended.
+//
+// A tile's entries are sorted in one piece when there are at most kTileSortMax of them (bitonic sort of the next
+// power of two). Larger tiles go in rounds: each round selects the kTileSortMax smallest keys not yet blended (an
+// MSD radix selection with a 256-bin histogram per byte: the round's largest key `thr`), collects the keys in
+// [lo, thr], sorts and blends them, and moves lo past thr. The keys of one tile are distinct (a Gaussian enters a
+// tile at most once and the number is in the key), so a round holds exactly min(kTileSortMax, remaining) keys.
+#pragma once
+
+#include "raster_math.h"
+
+// Keys sorted in one piece per tile: 8 bytes each in shared memory (2,048: 16 KB, 29 KB with the blending batch,
+// which leaves room for 7 raster blocks per H100/H200 SM; 4,096 would leave 4). A power of two, at least 2. Test
+// builds set it small (cuda/tests/build_emit_variants.sh, build/binned_s64) to run the rounds everywhere.
+#ifndef DD3G_RASTER_TILE_SORT_MAX
+#define DD3G_RASTER_TILE_SORT_MAX 2048
+#endif
+
+namespace dd3g {
+
+constexpr int kTileSortMax = DD3G_RASTER_TILE_SORT_MAX;
+static_assert(kTileSortMax >= 2 && (kTileSortMax & (kTileSortMax - 1)) == 0, "a power of two, at least 2");
+// The count and scatter kernels aggregate per block in shared memory (one camera per block): a frame bins only if a
+// camera has at most kBinTilesMax tiles (4,096 = 1024 x 1024 pixels; 32 KB for the scatter's two arrays).
+constexpr int kBinTilesMax = 4096;
+constexpr int kBinThreads = 128;  // (camera, Gaussian) pairs per count / scatter block
+constexpr uint64_t kKeyNone = ~0ull;  // padding: sorts after every real key (depth bits < 0xFFFFFFFF)
+
+DD3G_HD uint64_t bin_key(uint32_t depth_bits, uint32_t index) { return ((uint64_t)depth_bits << 32) | index; }
+DD3G_HD uint32_t bin_key_index(uint64_t key) { return (uint32_t)key; }
+
+DD3G_HD int next_pow2(int n) {
+    int p = 1;
+    while (p < n) p <<= 1;
+    return p;
+}
+
+// The range of a tile whose entries start at `start` of the list (exclusive prefix sum of the tile counts, in tile
+// order) clamped to the capacity: the scan kernel's output. Entries at or past the capacity are dropped.
+DD3G_HD void bin_range(uint64_t start, uint64_t count, uint64_t capacity, uint64_t* s0, uint64_t* s1) {
+    *s0 = start < capacity ? start : capacity;
+    *s1 = start + count < capacity ? start + count : capacity;
+}
+
+// The walk of a visible Gaussian, row by row, in emit_walk.h's order: f(ty * tiles_x + tx) for every tile
+// (tight_row once per row, or the whole rect row without tight binning).
+template <typename F>
+DD3G_HD void bin_walk(const Projected& p, bool tight, int tiles_x, F&& f) {
+    for (int ty = p.ty0; ty < p.ty1; ++ty) {
+        int c0 = p.tx0, c1 = p.tx1;
+        if (tight) tight_row(p, ty, &c0, &c1);
+        for (int tx = c0; tx < c1; ++tx) f((uint32_t)(ty * tiles_x + tx));
+    }
+}
+
+// Bitonic sort of keys[0, n), n a power of two, ascending: for k = 2, 4, ..., n and j = k/2, ..., 1 (a barrier
+// after every (k, j) stage) call bitonic_step for every pair q in [0, n/2).
+DD3G_HD void bitonic_step(uint64_t* keys, int q, int k, int j) {
+    const int i = ((q & ~(j - 1)) << 1) | (q & (j - 1));  // the pair's lower element; its partner is i + j
+    const uint64_t a = keys[i], b = keys[i + j];
+    if ((a > b) == ((i & k) == 0)) {  // ascending runs where bit k of i is 0, descending where it is 1
+        keys[i] = b;
+        keys[i + j] = a;
+    }
+}
+
+// Radix selection of the r-th smallest (1-based) of the distinct keys >= lo, most significant byte first: for
+// shift = 56, 48, ..., 0, histogram the byte at `shift` of every key for which bin_select_match holds, then
+// bin_select_pick. After the pass at shift 0, prefix is the selected key.
+DD3G_HD bool bin_select_match(uint64_t key, uint64_t lo, uint64_t prefix, int shift) {
+    if (key < lo) return false;
+    const int above = shift + 8;  // the bits already chosen
+    return above >= 64 || (key >> above) == (prefix >> above);
+}
+DD3G_HD int bin_select_digit(uint64_t key, int shift) { return (int)((key >> shift) & 255u); }
+// hist: the 256 counts of this pass. Chooses the byte whose bin holds the r-th candidate, sets it in *prefix and
+// makes *r the rank inside that bin.
+DD3G_HD void bin_select_pick(const uint32_t* hist, int shift, uint64_t* prefix, uint32_t* r) {
+    uint32_t below = 0;
+    int d = 0;
+    for (; d < 255; ++d) {
+        if (below + hist[d] >= *r) break;
+        below += hist[d];
+    }
+    *r -= below;
+    *prefix |= (uint64_t)d << shift;
+}
+
+}  // namespace dd3g
