@@ -463,6 +463,27 @@ __global__ void k_ranges(int64_t num, const uint32_t* __restrict__ keys, uint32_
     if (i == num - 1 || keys[i + 1] != key) ranges[key].y = (int)(i + 1);
 }
 
+// The thread's pixel in a 16x16 raster block (blockIdx: tile x, tile y, camera) and the block's tile range.
+struct TilePixel {
+    int cam, tid, px, py;
+    bool inside;
+    int2 range;
+    float fx, fy;  // pixel centre
+};
+__device__ __forceinline__ TilePixel tile_pixel(int W, int H, int tiles_x, int tiles_per_cam,
+                                                const int2* __restrict__ ranges) {
+    TilePixel t;
+    t.cam = blockIdx.z;
+    t.tid = threadIdx.y * kTile + threadIdx.x;
+    t.px = blockIdx.x * kTile + threadIdx.x;
+    t.py = blockIdx.y * kTile + threadIdx.y;
+    t.inside = t.px < W && t.py < H;
+    t.range = ranges[(size_t)t.cam * tiles_per_cam + blockIdx.y * tiles_x + blockIdx.x];
+    t.fx = (float)t.px + 0.5f;
+    t.fy = (float)t.py + 0.5f;
+    return t;
+}
+
 // One pixel's front-to-back blending state (steps 8 of both paths).
 struct PixelAcc {
     float T = 1.f, r = 0.f, g = 0.f, b = 0.f, d = 0.f;
@@ -499,17 +520,18 @@ __device__ __forceinline__ void blend_staged(int n, const float4* s_a, const flo
 
 // The evaluation count (one atomic per warp) and the pixel's outputs.
 template <bool kCount>
-__device__ __forceinline__ void finish_pixel(const PixelAcc& acc, int tid, int cam, int px, int py, int W, int H,
-                                             bool inside, const float* __restrict__ background,
+__device__ __forceinline__ void finish_pixel(const PixelAcc& acc, const TilePixel& tp, int W, int H,
+                                             const float* __restrict__ background,
                                              float* __restrict__ out_rgb, float* __restrict__ out_alpha,
                                              float* __restrict__ out_depth, unsigned long long* __restrict__ evals) {
     if (kCount) {
         unsigned long long v = acc.n_eval;
         for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-        if ((tid & 31) == 0) atomicAdd(evals, v);
+        if ((tp.tid & 31) == 0) atomicAdd(evals, v);
     }
-    if (!inside) return;
-    const size_t pix = ((size_t)cam * H + py) * W + px;
+    if (!tp.inside) return;
+    const int cam = tp.cam;
+    const size_t pix = ((size_t)cam * H + tp.py) * W + tp.px;
     float br = 0.f, bg = 0.f, bb = 0.f;
     if (background) {
         br = background[3 * cam];
@@ -533,14 +555,11 @@ k_raster(int W, int H, int tiles_x, int tiles_per_cam, const int2* __restrict__ 
     __shared__ float4 s_a[kBlock];
     __shared__ float4 s_b[kBlock];
     __shared__ float4 s_c[kBlock];
-    const int cam = blockIdx.z;
-    const int tid = threadIdx.y * kTile + threadIdx.x;
-    const int px = blockIdx.x * kTile + threadIdx.x, py = blockIdx.y * kTile + threadIdx.y;
-    const bool inside = px < W && py < H;
+    const TilePixel tp = tile_pixel(W, H, tiles_x, tiles_per_cam, ranges);
+    const int tid = tp.tid;
+    const int2 range = tp.range;
     PixelAcc acc;
-    acc.done = !inside;
-    const int2 range = ranges[(size_t)cam * tiles_per_cam + blockIdx.y * tiles_x + blockIdx.x];
-    const float fx = (float)px + 0.5f, fy = (float)py + 0.5f;
+    acc.done = !tp.inside;
     for (int start = range.x; start < range.y; start += kBlock) {
         if (__syncthreads_count(acc.done) == kBlock) break;  // also protects the shared batch being overwritten
         int i = start + tid;
@@ -551,9 +570,9 @@ k_raster(int W, int H, int tiles_x, int tiles_per_cam, const int2* __restrict__ 
             s_c[tid] = pc[id];
         }
         __syncthreads();
-        blend_staged<kCount>(min(kBlock, range.y - start), s_a, s_b, s_c, fx, fy, acc);
+        blend_staged<kCount>(min(kBlock, range.y - start), s_a, s_b, s_c, tp.fx, tp.fy, acc);
     }
-    finish_pixel<kCount>(acc, tid, cam, px, py, W, H, inside, background, out_rgb, out_alpha, out_depth, evals);
+    finish_pixel<kCount>(acc, tp, W, H, background, out_rgb, out_alpha, out_depth, evals);
 }
 
 #if DD3G_RASTER_BINNED_MAX > 0
@@ -685,15 +704,12 @@ k_raster_binned(int W, int H, int tiles_x, int tiles_per_cam, const int2* __rest
     __shared__ uint32_t s_left, s_taken, s_rank;
     __shared__ uint64_t s_prefix;
     static_assert(kBlock == 256, "one histogram bin per thread");
-    const int cam = blockIdx.z;
-    const int tid = threadIdx.y * kTile + threadIdx.x;
-    const int px = blockIdx.x * kTile + threadIdx.x, py = blockIdx.y * kTile + threadIdx.y;
-    const bool inside = px < W && py < H;
+    const TilePixel tp = tile_pixel(W, H, tiles_x, tiles_per_cam, ranges);
+    const int tid = tp.tid;
+    const int2 range = tp.range;
     PixelAcc acc;
-    acc.done = !inside;
-    const int2 range = ranges[(size_t)cam * tiles_per_cam + blockIdx.y * tiles_x + blockIdx.x];
+    acc.done = !tp.inside;
     const int n = range.y - range.x;
-    const float fx = (float)px + 0.5f, fy = (float)py + 0.5f;
     auto key_at = [&](int j) { return dd3g::bin_key(dbits[range.x + j], ivals[range.x + j]); };
 
     uint64_t lo = 0;  // the keys below lo are blended
@@ -763,13 +779,13 @@ k_raster_binned(int W, int H, int tiles_x, int tiles_per_cam, const int2* __rest
                 s_c[tid] = pc[id];
             }
             __syncthreads();
-            blend_staged<kCount>(min(kBlock, m - start), s_a, s_b, s_c, fx, fy, acc);
+            blend_staged<kCount>(min(kBlock, m - start), s_a, s_b, s_c, tp.fx, tp.fy, acc);
         }
         if (thr == dd3g::kKeyNone) break;
         lo = thr + 1;
         __syncthreads();  // s_key is refilled by the next round
     }
-    finish_pixel<kCount>(acc, tid, cam, px, py, W, H, inside, background, out_rgb, out_alpha, out_depth, evals);
+    finish_pixel<kCount>(acc, tp, W, H, background, out_rgb, out_alpha, out_depth, evals);
 }
 #endif
 
