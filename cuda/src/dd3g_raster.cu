@@ -230,7 +230,7 @@ int make_plan(const dd3g_raster_config* cfg, Plan* p) {
     p->o_ival0 = take(cap * sizeof(uint32_t));
     p->o_ival1 = take(cap * sizeof(uint32_t));
     p->o_ranges = take((size_t)p->tiles * sizeof(int2));
-    p->o_tcount = take((size_t)p->tiles * sizeof(uint32_t));  // binned path: per-tile counts
+    p->o_tcount = take(binned(*p) ? (size_t)p->tiles * sizeof(uint32_t) : 0);  // binned path: per-tile counts
     // binned path: each count block's offset inside every tile it touched (blocks per camera x C x tiles per camera)
     p->o_boff = take(binned(*p) ? (size_t)((p->N + dd3g::kBinThreads - 1) / dd3g::kBinThreads) * p->tiles *
                                       sizeof(uint32_t)
@@ -250,8 +250,10 @@ __device__ __forceinline__ float ld<float>(const float* p, size_t i) { return __
 template <>
 __device__ __forceinline__ float ld<__half>(const __half* p, size_t i) { return __half2float(p[i]); }
 
-// Step 1 for one (camera, Gaussian) number idx < N * C: stores its projection and returns its tile count (0: culled).
-template <typename T>
+// Step 1 for one (camera, Gaussian) number idx < N * C: stores its projection and returns its tile count (0: culled),
+// also written to counts. kRowCount = false (the binned path, whose caller walks the tiles anyway and counts them
+// there): no row walk here, counts is left to the caller, and the return value is 1 for a visible Gaussian.
+template <typename T, bool kRowCount = true>
 __device__ __forceinline__ uint32_t project_one(
     uint32_t idx, uint32_t N, const T* __restrict__ means, const T* __restrict__ quats, const T* __restrict__ scales,
     const T* __restrict__ opacities, const T* __restrict__ sh, int K, const float* __restrict__ viewmats,
@@ -270,7 +272,9 @@ __device__ __forceinline__ uint32_t project_one(
     dd3g::project_gaussian(m, q, s, o, V, Kc, W, H, near_plane, far_plane, eps2d, tiles_x, tiles_y, p);
     if (dvals) dvals[idx] = idx;
     uint32_t n = 0;
-    if (p.visible) {
+    if (!kRowCount) {
+        n = p.visible ? 1u : 0u;
+    } else if (p.visible) {
         if (tight) {
             for (int ty = p.ty0; ty < p.ty1; ++ty) {
                 int c0, c1;
@@ -281,7 +285,7 @@ __device__ __forceinline__ uint32_t project_one(
             n = (uint32_t)((p.tx1 - p.tx0) * (p.ty1 - p.ty0));
         }
     }
-    counts[idx] = n;
+    if (kRowCount) counts[idx] = n;
     if (n == 0) {
         if (dkeys) dkeys[idx] = kDepthCulled;
         return 0;
@@ -633,10 +637,15 @@ k_bin_count(uint32_t N, const T* __restrict__ means, const T* __restrict__ quats
     const uint32_t g = blockIdx.x * blockDim.x + threadIdx.x, cam = blockIdx.y;
     if (g < N) {
         dd3g::Projected p;
-        if (project_one<T>(cam * N + g, N, means, quats, scales, opacities, sh, K, viewmats, Ks, W, H, tiles_x,
-                           tiles_y, near_plane, far_plane, eps2d, tight, pa, pb, pc, rects, counts, nullptr,
-                           nullptr, p) > 0)
-            dd3g::bin_walk(p, tight, tiles_x, [&](uint32_t t) { atomicAdd(&s_cnt[t], 1u); });
+        uint32_t n = 0;  // tiles of the walk, as k_project's row count gives them
+        if (project_one<T, false>(cam * N + g, N, means, quats, scales, opacities, sh, K, viewmats, Ks, W, H,
+                                  tiles_x, tiles_y, near_plane, far_plane, eps2d, tight, pa, pb, pc, rects, counts,
+                                  nullptr, nullptr, p) > 0)
+            dd3g::bin_walk(p, tight, tiles_x, [&](uint32_t t) {
+                atomicAdd(&s_cnt[t], 1u);
+                ++n;
+            });
+        counts[cam * N + g] = n;
     }
     __syncthreads();
     uint32_t* mine = tile_counts + (size_t)cam * tpc;

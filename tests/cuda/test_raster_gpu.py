@@ -274,10 +274,9 @@ def binned_max() -> int:
     return 1 << int(re.search(r"#define DD3G_RASTER_BINNED_MAX \(1u << (\d+)\)", src).group(1))
 
 
-# variant -> does it take the binned path at (n x 2 cameras)
-BINNED = {"default": lambda pairs: pairs <= binned_max(), "build/binned_all/libdd3g_raster.so": lambda pairs: True,
-          "build/binned_s64/libdd3g_raster.so": lambda pairs: True,
-          "build/binned_s4096/libdd3g_raster.so": lambda pairs: True}
+# builds that take the binned path at every size (the default does up to binned_max() pairs)
+ALWAYS_BINNED = {"build/binned_all/libdd3g_raster.so", "build/binned_s64/libdd3g_raster.so",
+                 "build/binned_s4096/libdd3g_raster.so"}
 
 
 @pytest.mark.parametrize("variant,n", [("build/emit_staged/libdd3g_raster.so", 6000), ("default", 530_000),
@@ -297,12 +296,11 @@ def test_emit_variants_render_identical_images(torch, lib, variant, n):
     runs longer than one shared-memory window, and a capacity that cuts the list short (the clamp).
     "build/emit_staged" always uses the staged writer (-DDD3G_RASTER_EMIT=1), "build/emit_flat" the flat one
     (one thread per list position, =3), "build/nofold" clears the tile ranges and counters with two memsets
-    (-DDD3G_RASTER_FOLD_MEMSETS=0) instead of in k_pad; "default" is the library under test, which picks the flat
-    writer up to 2^15 (camera, Gaussian) pairs (6,000 x 2 cameras) and the staged writer from 2^20 (530,000 x 2
-    cameras), and takes the binned path (count, scan, scatter, shared-memory sort per tile) up to
-    DD3G_RASTER_BINNED_MAX pairs. "build/binned_off" never bins; "build/binned_all" always does (tiles of more than
-    2,048 entries at 530,000 go in rounds of radix selection), "build/binned_s64" with a 64-key tile sort (rounds in
-    almost every tile), "build/binned_s4096" with 4,096 keys. The binned path orders every tile by the same
+    (-DDD3G_RASTER_FOLD_MEMSETS=0) instead of in k_pad; "default" is the library under test, which takes the binned
+    path (count, scan, scatter, shared-memory sort per tile) up to DD3G_RASTER_BINNED_MAX pairs (6,000 x 2 cameras)
+    and the staged writer from 2^20 (530,000 x 2 cameras). "build/binned_off" never bins; "build/binned_all" always
+    does, "build/binned_s64" with a 64-key tile sort (rounds of radix selection in almost every tile),
+    "build/binned_s4096" with 4,096 keys. The binned path orders every tile by the same
     (depth, number) keys, so its images are bit-identical too, and so is the evaluation count; when the capacity
     cuts the list short it drops other entries than the default path does (tiles at the end of the list, not the
     deepest Gaussians), so there only the counts are compared."""
@@ -339,7 +337,7 @@ def test_emit_variants_render_identical_images(torch, lib, variant, n):
     _, st = render(new, rc.RasterOptions(tight_tiles=True), room)
     needed = st.intersections
     assert 0 < needed <= room
-    binned = BINNED.get(variant, lambda pairs: False)(2 * n)
+    binned = variant in ALWAYS_BINNED or (variant == "default" and 2 * n <= binned_max())
     for opts, cap in ((rc.RasterOptions(tight_tiles=True), room), (rc.RasterOptions(tight_tiles=False), room),
                       (rc.RasterOptions(tight_tiles=True, count_evaluations=True), room),
                       (rc.RasterOptions(tight_tiles=True), needed), (rc.RasterOptions(tight_tiles=True), needed // 2 + 7)):
