@@ -12,7 +12,9 @@ input view), its sample space and prediction type, and offers
 
 `DiffusersMVTeacher` is a pixel-space teacher (DESIGN.md "The model and the teacher"):
 - `unet/`: diffusers `UNet2DConditionModel(**MVUNetConfig.to_diffusers_kwargs())`, input = noisy view (3)
-  ⊕ condition image (3), camera = flattened 4x4 world-to-camera matrix through `class_embedding`
+  ⊕ condition image (3) [⊕ per-pixel Plücker rays (6) when the UNet takes 12 channels: `MVUNetConfig.camera_rays`;
+  the rays use the view set's field of view with the given world-to-camera matrices],
+  camera = flattened 4x4 world-to-camera matrix through `class_embedding`
   ("projection"), cross-attention (attn2) to image tokens, and `MultiViewAttnProcessor` on every attn1
   (self-attention over the tokens of all V views of an object);
 - `scheduler/`: diffusers `DDIMScheduler` (training noise and the ODE);
@@ -43,7 +45,8 @@ from torch import Tensor, nn
 from dd3g_sdk.cameras import Camera, ViewSetConfig, stack_viewmats
 from dd3g_sdk.config import from_dict, load_config, save_config
 from dd3g_sdk.errors import InputError
-from dd3g_sdk.model.unet import ImageTokenizer, MVUNetConfig, camera_input, condition_sample, repeat_tokens
+from dd3g_sdk.model.unet import (ImageTokenizer, MVUNetConfig, camera_input, camera_ray_dirs, condition_sample,
+                                 pixel_rays, ray_map, repeat_tokens)
 
 TEACHER_KIND = "dd3g-mv-teacher"
 TEACHER_CONFIG_NAME = "teacher.json"
@@ -205,6 +208,9 @@ class TeacherConfig:
     # background under the noise at the first timestep, "none" starts from the noise as it is.
     init_prior: str = "white"
     zero_mean_noise: bool = True  # remove each view's per-channel mean from the noise before starting
+    # The UNet also reads each view's per-pixel Plücker rays (6 input channels; `MVUNetConfig.camera_rays`),
+    # computed from the world-to-camera matrices and this view set's field of view.
+    camera_rays: bool = False
 
     def __post_init__(self) -> None:
         if self.kind != TEACHER_KIND:
@@ -241,8 +247,10 @@ class DiffusersMVTeacher(nn.Module, MultiViewTeacher):
     def __init__(self, unet: nn.Module, scheduler, image_encoder: nn.Module, config: TeacherConfig = TeacherConfig()):
         super().__init__()
         ucfg = unet.config
-        if ucfg.in_channels != 2 * config.channels or ucfg.out_channels != config.channels:
-            raise ValueError(f"UNet must take {2 * config.channels} channels and predict {config.channels}, got "
+        self.camera_rays = config.camera_rays
+        cin = 2 * config.channels + (6 if config.camera_rays else 0)
+        if ucfg.in_channels != cin or ucfg.out_channels != config.channels:
+            raise ValueError(f"UNet must take {cin} channels and predict {config.channels}, got "
                              f"{ucfg.in_channels} -> {ucfg.out_channels}")
         if ucfg.sample_size != config.resolution:
             raise ValueError(f"UNet sample_size {ucfg.sample_size} != teacher resolution {config.resolution}")
@@ -255,15 +263,18 @@ class DiffusersMVTeacher(nn.Module, MultiViewTeacher):
         self.config = config
         set_multiview_attention(self.unet, config.views.num_views)
         self.register_buffer("_viewmats", torch.from_numpy(stack_viewmats(self.views)), persistent=False)
+        self.register_buffer("_ray_dirs", camera_ray_dirs(config.views.fov_deg, config.resolution), persistent=False)
 
     # -- construction --
     @classmethod
     def from_unet_config(cls, unet_cfg: MVUNetConfig, config: TeacherConfig | None = None, seed: int | None = None):
         """A randomly initialised teacher for `MVUNetConfig` `unet_cfg` (training starts here)."""
         config = config or TeacherConfig(views=ViewSetConfig(num_views=unet_cfg.num_views),
-                                         resolution=unet_cfg.sample_size)
+                                         resolution=unet_cfg.sample_size, camera_rays=unet_cfg.camera_rays)
         if unet_cfg.num_views != config.views.num_views:
             raise ValueError(f"unet num_views {unet_cfg.num_views} != view set {config.views.num_views}")
+        if unet_cfg.camera_rays != config.camera_rays:
+            raise ValueError(f"unet camera_rays {unet_cfg.camera_rays} != teacher.json camera_rays {config.camera_rays}")
         if seed is not None:
             torch.manual_seed(seed)
         unet = UNet2DConditionModel(**unet_cfg.to_diffusers_kwargs())
@@ -369,8 +380,10 @@ class DiffusersMVTeacher(nn.Module, MultiViewTeacher):
         t = torch.as_tensor(t, device=self.device)
         t = t.reshape(-1).expand(b) if t.numel() == 1 else t.reshape(b)
         t = t.repeat_interleave(v)  # [B*V], view index fastest (b * V + v)
-        sample = condition_sample(x_t, cond["image"].to(x_t.dtype))
-        cam = camera_input(self._viewmats_for(viewmats, b).to(x_t.dtype))
+        vm = self._viewmats_for(viewmats, b)
+        rays = ray_map(*pixel_rays(vm, self._ray_dirs), x_t.shape[-1]) if self.camera_rays else None
+        sample = condition_sample(x_t, cond["image"].to(x_t.dtype), rays)
+        cam = camera_input(vm.to(x_t.dtype))
         ctx = repeat_tokens(cond["tokens"].to(x_t.dtype), v)
         out = self.unet(sample, t, encoder_hidden_states=ctx, class_labels=cam).sample
         return out.float().reshape(b, v, *out.shape[1:])

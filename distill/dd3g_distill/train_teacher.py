@@ -58,6 +58,7 @@ class TrainConfig:
     tensors whose shapes match (1 of 375 at width 2: conv_out's bias)."""
     unet_preset: str = "small"
     unet_width: float = 1.0
+    camera_rays: bool = False  # per-pixel Plücker rays as 6 more UNet input channels (MVUNetConfig.camera_rays)
     views: ViewSetConfig = field(default_factory=ViewSetConfig)
     num_objects: int = 8192  # train-split objects 0..N-1 in the render cache
     num_val_objects: int = 32  # val-split objects for the validation loss
@@ -99,6 +100,8 @@ class TrainConfig:
         u = PEPDConfig.preset(self.unet_preset).unet
         if u.num_views != self.views.num_views:
             u = replace(u, num_views=self.views.num_views)
+        if self.camera_rays != u.camera_rays:
+            u = replace(u, camera_rays=self.camera_rays, in_channels=6 + (6 if self.camera_rays else 0))
         if self.unet_width != 1.0:
             q = math.lcm(u.norm_num_groups, u.attention_head_dim)
 
@@ -212,7 +215,7 @@ class TeacherTrainer:
         self.device = torch.device(device)
         ucfg = cfg.unet_config()
         tcfg = TeacherConfig(views=cfg.views, resolution=ucfg.sample_size, guidance_scale=cfg.guidance_scale,
-                             prediction_type=cfg.prediction_type)
+                             prediction_type=cfg.prediction_type, camera_rays=ucfg.camera_rays)
         self.teacher = DiffusersMVTeacher.from_unet_config(ucfg, tcfg, seed=cfg.seed).to(self.device)
         self.teacher.train()
         self.params = [p for p in self.teacher.parameters() if p.requires_grad]

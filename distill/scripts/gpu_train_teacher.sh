@@ -12,17 +12,19 @@ set -o pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/sdk:$PWD/distill:$PWD/export:$PYTHONPATH
 T=${TEACHER_OUT:-distill/dd3g_distill/teachers/procworld-mv64}  # where the fp16 EMA teacher is exported
 R=${RUN:-runs/teacher}
-mkdir -p $T /tmp/res
+RES=${RES:-/tmp/res}  # results folder, and NAME their file names: two runs can share a machine (gpu_train_teacher_pair.sh)
+NAME=${NAME:-teacher_procworld}
+mkdir -p $T $RES $OUT
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv 2>&1 | tee -a $OUT/run.log
 python3 -m dd3g_distill.train_teacher --config ${CFG:-configs/teacher_procworld.json} --run $R \
   --time-limit ${TL:-430} ${INIT:+--init-from $INIT} --export $T 2>&1 | grep -v "accelerate\|^\`\`\`\|^\.$\|^$" | tr '\r' '\n' | tee -a $OUT/run.log
-python3 -m dd3g_distill.eval_teacher --teacher $T --count ${N:-64} --steps ${STEPS:-50} --guidance ${GUIDANCE:-1,2,3} --batch 64 \
-  --json /tmp/res/teacher_procworld.json --grid /tmp/res/teacher_procworld.png 2>&1 | grep -v "accelerate\|^\`\`\`\|^\.$\|^$" | tee -a $OUT/run.log
-cp /tmp/res/teacher_procworld.json /tmp/res/teacher_procworld.png $OUT/ 2>/dev/null
+[[ ${EVAL:-1} == 0 ]] || python3 -m dd3g_distill.eval_teacher --teacher $T --count ${N:-64} --steps ${STEPS:-50} --guidance ${GUIDANCE:-1,2,3} --batch 64 \
+  --json $RES/$NAME.json --grid $RES/$NAME.png 2>&1 | grep -v "accelerate\|^\`\`\`\|^\.$\|^$" | tee -a $OUT/run.log
+cp $RES/$NAME.json $RES/$NAME.png $OUT/ 2>/dev/null
 # the newest checkpoint travels too, so that a later command can resume the run; PACK_CKPT=0 leaves it out when it
 # cannot fit through $OUT (8 files of 16 MiB: the wide teacher's checkpoint is ~190 MB). A later call on the same
 # warm machine resumes from $RUN anyway; a later session continues with INIT= the exported teacher.
 CK=$R/$(python3 -c "import json; print(json.load(open('$R/latest.json'))['dir'])")
 [[ ${PACK_CKPT:-1} == 0 ]] && CK=
-tar cf - $T $R/tb $R/config.json $R/latest.json $CK /tmp/res | split -b 15M - $OUT/pack.tar.part_
+tar cf - $T $R/tb $R/config.json $R/latest.json $CK $RES | split -b 15M - $OUT/pack.tar.part_
 ls -la $OUT | tee -a $OUT/run.log

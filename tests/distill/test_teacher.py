@@ -320,3 +320,65 @@ def test_committed_teacher_loads_and_denoises():
     psnr_input = -10 * math.log10(mse[:, 0].mean().item())
     psnr_novel = -10 * math.log10(mse[:, 1:].mean().item())
     assert psnr_input > 29.0 and psnr_novel > 24.0, (psnr_input, psnr_novel)
+
+def _rays_teacher(seed: int = 0) -> DiffusersMVTeacher:
+    u = replace(PEPDConfig.preset("tiny").unet, camera_rays=True, in_channels=12)
+    return DiffusersMVTeacher.from_unet_config(u, seed=seed).eval()
+
+
+def test_camera_rays_reach_the_unet(tmp_path):
+    """With camera_rays the UNet reads per-pixel rays: with the camera's class embedding silenced, other cameras
+    still change the prediction (without rays they could not). teacher.json keeps the flag through save/load."""
+    t = _rays_teacher()
+    assert t.config.camera_rays and t.unet.config.in_channels == 12
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, *t.sample_shape, generator=g)
+    cond = t.condition(torch.rand(1, 3, 32, 32, generator=g))
+    other = t.viewmats[[1, 2, 3, 0]]  # the same cameras, given to other views
+    with torch.no_grad():
+        for p in t.unet.class_embedding.parameters():
+            p.zero_()
+        a, b = t.denoise(x, 400, cond), t.denoise(x, 400, cond, other)
+    assert (a - b).abs().max() > 1e-4
+    t.save_pretrained(tmp_path / "rays", dtype=None)
+    assert json.loads((tmp_path / "rays" / "teacher.json").read_text())["camera_rays"] is True
+    back = DiffusersMVTeacher.from_pretrained(tmp_path / "rays")
+    assert back.config == t.config
+    with torch.no_grad():
+        torch.testing.assert_close(back.denoise(x, 400, cond), a, atol=0, rtol=0)
+    # a UNet whose input width disagrees with teacher.json is refused
+    bad = json.loads((tmp_path / "rays" / "teacher.json").read_text())
+    (tmp_path / "rays" / "teacher.json").write_text(json.dumps({**bad, "camera_rays": False}))
+    with pytest.raises(ValueError, match="12"):
+        DiffusersMVTeacher.from_pretrained(tmp_path / "rays")
+
+
+def test_pepd_phase1_with_rays_is_the_teachers_first_step():
+    """Representation alignment with a rays teacher: every tensor loads, and PEPD's Phase-1 UNet output at
+    t = T-1 equals the teacher's `denoise` of the same noise and image (same input helpers; tolerance 1e-4)."""
+    from dd3g_sdk.model.pepd import PEPD
+    from dd3g_distill.train import teacher_unet_state
+
+    t = _rays_teacher(seed=1)
+    cfg = replace(PEPDConfig.preset("tiny"), unet=replace(PEPDConfig.preset("tiny").unet, camera_rays=True,
+                                                          in_channels=12))
+    model = PEPD(cfg).eval()
+    unet_sd, enc_sd = teacher_unet_state(t)
+    loaded, skipped = model.init_from_teacher(unet_sd, enc_sd)
+    assert not skipped and len(loaded) == len(unet_sd) + len(enc_sd)
+    captured = {}
+    model.unet.register_forward_hook(lambda m, i, o: captured.update(eps=o[0]))  # returns None: output kept
+    g = torch.Generator().manual_seed(2)
+    image, noise = torch.rand(2, 3, 32, 32, generator=g), torch.randn(2, *t.sample_shape, generator=g)
+    with torch.no_grad():
+        model(image, noise)
+        want = t.denoise(noise, t.num_train_timesteps - 1, t.condition(image))
+    torch.testing.assert_close(captured["eps"].reshape(want.shape), want, atol=1e-4, rtol=0)
+
+
+def test_train_config_camera_rays():
+    u = _tiny_train_config(camera_rays=True).unet_config()
+    assert u.camera_rays and u.in_channels == 12
+    tr = TeacherTrainer(_tiny_train_config(camera_rays=True, cond_drop_prob=0.0, warmup_steps=1, lr=2e-3), "cpu")
+    assert tr.teacher.config.camera_rays
+    _assert_steps_lower_the_loss(tr)

@@ -9,8 +9,11 @@ import torch
 
 from dd3g_sdk.model.layers import multihead_attention_reference, multihead_sdpa, timestep_embedding
 from dd3g_sdk.model.pepd import PEPDConfig
-from dd3g_sdk.model.unet import (ImageTokenizer, MVUNet, MVUNetConfig, camera_input, condition_sample,
-                                 load_matching, repeat_tokens)
+import numpy as np
+
+from dd3g_sdk.cameras import ViewSetConfig, orbit_camera, stack_viewmats
+from dd3g_sdk.model.unet import (ImageTokenizer, MVUNet, MVUNetConfig, camera_input, camera_ray_dirs,
+                                 condition_sample, load_matching, pixel_rays, ray_map, repeat_tokens)
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers.models.attention_processor import AttnProcessor2_0  # noqa: E402
@@ -31,7 +34,10 @@ def three_level(num_views: int) -> MVUNetConfig:
 
 
 CONFIGS = {"tiny-preset": lambda nv: replace(PEPDConfig.preset("tiny").unet, num_views=nv, sample_size=16),
-           "three-level": three_level}
+           "three-level": three_level,
+           # 12 input channels (noise, image, Plücker rays): only conv_in changes
+           "tiny-rays": lambda nv: replace(PEPDConfig.preset("tiny").unet, num_views=nv, sample_size=16,
+                                           camera_rays=True, in_channels=12)}
 
 
 class MultiViewProcessor:
@@ -170,6 +176,37 @@ def test_input_helpers():
     assert torch.equal(camera_input(vm)[6], vm[1, 2].reshape(16))
     tok = torch.randn(b, 3, 5)
     assert torch.equal(repeat_tokens(tok, v)[5], tok[1])
+
+
+def test_ray_map_matches_the_cameras_rays():
+    """Reference twin: `Camera.rays()` (numpy, float64) and np.cross. Tolerance 1e-5 (float32 rays)."""
+    size, fov = 6, 40.0
+    cams = [orbit_camera(az, el, 2.0, fov, size, size) for az, el in ((0, 20), (90, 20), (200, -35), (17, 80))]
+    vm = torch.from_numpy(stack_viewmats(cams)).reshape(2, 2, 4, 4)
+    origins, dirs = pixel_rays(vm, camera_ray_dirs(fov, size))
+    rays = ray_map(origins, dirs, size)  # [4, 6, size, size]
+    assert rays.shape == (4, 6, size, size)
+    for k, cam in enumerate(cams):
+        o, d = cam.rays()  # [H, W, 3] each
+        m = np.cross(o, d)
+        got = rays[k].permute(1, 2, 0).double().numpy()
+        np.testing.assert_allclose(got[..., :3], d, atol=1e-5)
+        np.testing.assert_allclose(got[..., 3:], m, atol=1e-5)
+        np.testing.assert_allclose(origins.reshape(4, 3)[k].double().numpy(), cam.position, atol=1e-5)
+    # the moment is the same for every point on a ray: o + s d gives o x d too
+    o2 = origins + 0.7 * dirs[..., :1, :]
+    assert torch.allclose(ray_map(o2, dirs[..., :1, :].expand_as(dirs), size)[:, 3:],
+                          ray_map(origins, dirs[..., :1, :].expand_as(dirs), size)[:, 3:], atol=1e-5)
+
+
+def test_condition_sample_appends_rays():
+    x_t, image = torch.randn(1, 4, 3, 8, 8), torch.rand(1, 3, 8, 8)
+    vm = torch.from_numpy(stack_viewmats(ViewSetConfig().cameras(8, 8))).unsqueeze(0)
+    rays = ray_map(*pixel_rays(vm, camera_ray_dirs(40.0, 8)), 8)
+    s = condition_sample(x_t, image, rays)
+    assert s.shape == (4, 12, 8, 8)
+    assert torch.equal(s[:, :6], condition_sample(x_t, image)) and torch.equal(s[:, 6:], rays)
+    assert MVUNetConfig(camera_rays=True, in_channels=12).ray_channels == 6 and MVUNetConfig().ray_channels == 0
 
 
 def test_image_tokenizer():

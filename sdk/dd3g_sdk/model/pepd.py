@@ -36,18 +36,17 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..cameras import ViewSetConfig, intrinsics_from_fov, stack_viewmats
+from ..cameras import ViewSetConfig, stack_viewmats
 from ..config import load_config, save_config
 from ..errors import InputError
 from ..gaussians import C0
 from .layers import multihead_sdpa
-from .unet import (ImageTokenizer, MVUNet, MVUNetConfig, camera_input, condition_sample, count_parameters,
-                   load_matching, repeat_tokens)
+from .unet import (ImageTokenizer, MVUNet, MVUNetConfig, camera_input, camera_ray_dirs, condition_sample,
+                   count_parameters, load_matching, pixel_rays, ray_map, repeat_tokens)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -91,8 +90,9 @@ class PEPDConfig:
             raise ValueError(f"unet.sample_size {u.sample_size} must equal noise_size {self.noise_size}")
         if u.num_views != self.views.num_views:
             raise ValueError(f"unet.num_views {u.num_views} must equal views.num_views {self.views.num_views}")
-        if u.in_channels != 6 or u.out_channels != 3:
-            raise ValueError("the Phase-1 UNet must take 6 channels (noise + image) and predict 3 (epsilon)")
+        if u.in_channels != 6 + u.ray_channels or u.out_channels != 3:
+            raise ValueError(f"the Phase-1 UNet must take {6 + u.ray_channels} channels (noise + image"
+                             f"{' + rays' if u.camera_rays else ''}) and predict 3 (epsilon)")
         if u.camera_dim != 16:
             raise ValueError("unet.camera_dim must be 16 (a flattened 4x4 world-to-camera matrix)")
         if self.noise_size % self.patch_size:
@@ -213,8 +213,8 @@ class PEPD(nn.Module):
         self.image_encoder = ImageTokenizer.for_unet(cfg.unet)
         self.unet = MVUNet(cfg.unet)
 
-        # fusion: per-pixel features (C0) ⊕ eps (3) ⊕ the UNet input (noise 3 + image 3), patchified
-        self.patch_embed = nn.Linear(p * p * (c0 + 9), W)
+        # fusion: per-pixel features (C0) ⊕ eps (3) ⊕ the UNet input (noise 3 + image 3 [+ rays 6]), patchified
+        self.patch_embed = nn.Linear(p * p * (c0 + 3 + cfg.unet.in_channels), W)
         self.pos_embed = nn.Parameter(torch.zeros(1, 1, self.tokens_per_view, W))
         self.view_embed = nn.Parameter(torch.zeros(1, V, 1, W))
         self.context_proj = nn.Linear(cfg.unet.cross_attention_dim, W)
@@ -230,11 +230,7 @@ class PEPD(nn.Module):
         self.head_appearance = Head(W, G * (1 + 3 * K))  # opacity logit, colour logits (3), SH rest (3(K-1))
 
         # constants of the fixed view set (derived from the config: not saved with the weights)
-        fx, fy, cx, cy = intrinsics_from_fov(cfg.views.fov_deg, h, h)
-        j, i = np.meshgrid(np.arange(h) + 0.5, np.arange(h) + 0.5)
-        d = np.stack([(j - cx) / fx, (i - cy) / fy, np.ones_like(j)], -1).reshape(-1, 3)
-        d /= np.linalg.norm(d, axis=-1, keepdims=True)
-        self.register_buffer("ray_dirs_cam", torch.from_numpy(d.astype(np.float32)), persistent=False)  # [h*h, 3]
+        self.register_buffer("ray_dirs_cam", camera_ray_dirs(cfg.views.fov_deg, h), persistent=False)  # [h*h, 3]
         self.register_buffer("default_viewmats", torch.from_numpy(stack_viewmats(cfg.views.cameras(h, h))),
                              persistent=False)  # [V, 4, 4]
         self.register_buffer("timestep", torch.full((1,), float(cfg.unet.num_train_timesteps - 1)),
@@ -322,11 +318,7 @@ class PEPD(nn.Module):
     def camera_rays(self, viewmats: Tensor) -> tuple[Tensor, Tensor]:
         """viewmats [B, V, 4, 4] world-to-camera -> (origins [B, V, 1, 3], unit directions [B, V, h*h, 3]),
         world frame, float32, pixels in row-major order."""
-        vm = viewmats.float()
-        R, t = vm[..., :3, :3], vm[..., :3, 3:]  # [B,V,3,3], [B,V,3,1]
-        origins = -(t.transpose(-1, -2) @ R)  # (-R^T t)^T = -t^T R: [B, V, 1, 3]
-        dirs = self.ray_dirs_cam.float() @ R  # (R^T d)^T = d^T R: [B, V, h*h, 3], unit as R is orthonormal
-        return origins, dirs
+        return pixel_rays(viewmats, self.ray_dirs_cam)
 
     def _patchify(self, x: Tensor) -> Tensor:
         """[B*V, C, h, h] per-view maps -> [B, V, L, p*p*C] tokens, L = (h/p)^2 row-major patches, each patch
@@ -363,12 +355,13 @@ class PEPD(nn.Module):
 
         # Phase 1: pattern extraction at t = T-1, the teacher's first denoising step from this noise
         tokens = self.image_encoder(image)  # [B, T, D]
-        sample = condition_sample(noise, image)  # [B*V, 6, h, h]
+        rays = ray_map(*self.camera_rays(viewmats), h).to(dtype) if cfg.unet.camera_rays else None
+        sample = condition_sample(noise, image, rays)  # [B*V, 6 (+6 rays), h, h]
         eps, feats = self.unet(sample, self.timestep, repeat_tokens(tokens, V), camera_input(viewmats).to(dtype),
                                return_features=True)
 
         # fusion: pixel features -> Gaussian tokens (+ view, position); image tokens -> decoder context
-        x = self._patchify(torch.cat([feats, eps, sample], dim=1))  # [B, V, L, p*p*(C0 + 9)]
+        x = self._patchify(torch.cat([feats, eps, sample], dim=1))  # [B, V, L, p*p*(C0 + 3 + Cin)]
         x = self.patch_embed(x) + self.pos_embed + self.view_embed  # [B, V, L, W]
         x = x.reshape(-1, V * self.tokens_per_view, cfg.decoder_width)
         context = self.context_norm(self.context_proj(tokens))  # [B, T, W]

@@ -11,12 +11,16 @@ Shared conventions of the teacher and PEPD (both sides must call the helpers bel
   ⊕ condition image mapped to [-1, 1] and resized to h (`condition_sample`). Views of one object are
   consecutive along the batch axis: index = b * V + v.
 - camera [B*V, 16] = the row-major flattened 4x4 world-to-camera matrix (`camera_input`), OpenCV frame.
+- With `camera_rays`, the sample also carries each view's per-pixel Plücker rays (6 channels after the image:
+  unit direction d and moment o x d, world frame; `pixel_rays` + `ray_map`), so that every pixel, and every
+  token of the multi-view attention, knows which ray it sees (`in_channels` 12).
 - encoder_hidden_states [B*V, T, cross_attention_dim] = `ImageTokenizer(image)` tokens repeated per view.
 - Multi-view self-attention: in every transformer block, attn1 attends over the tokens of all V views of an
   object ([B*V, L, C] -> [B, V*L, C]); attn2 is cross-attention to the image tokens.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +42,7 @@ class MVUNetConfig:
     The default is the small teacher (procworld-mv64): 64x64 pixels, 4 views.
     """
     sample_size: int = 64  # h = w of the noisy views, pixels
-    in_channels: int = 6  # noisy view (3) + condition image (3)
+    in_channels: int = 6  # noisy view (3) + condition image (3) [+ Plücker rays (6) with camera_rays]
     out_channels: int = 3  # epsilon
     # Sized for the edge: multi-view attention only at 16x16 and 8x8 (4 views x 256 tokens at most), so that
     # the shipped model stays a few MB in fp16 and near 10 GFLOP an object.
@@ -54,6 +58,10 @@ class MVUNetConfig:
     num_views: int = 4
     num_train_timesteps: int = 1000
     image_patch_size: int = 8  # ImageTokenizer patch: T = (sample_size / image_patch_size)^2 image tokens
+    # Per-pixel Plücker ray maps in the input: a flattened 4x4 through the class embedding tells a view which
+    # camera it is but not where each pixel's ray goes, and the multi-view attention's tokens carry no position
+    # at all; the rays give both (the usual camera conditioning of multi-view diffusion models).
+    camera_rays: bool = False
 
     def __post_init__(self) -> None:
         n = len(self.block_out_channels)
@@ -82,6 +90,11 @@ class MVUNetConfig:
                      "in_channels", "out_channels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
+
+    @property
+    def ray_channels(self) -> int:
+        """Input channels taken by the ray map (6 with camera_rays, else 0)."""
+        return 6 if self.camera_rays else 0
 
     @property
     def time_embed_dim(self) -> int:
@@ -143,15 +156,51 @@ def resize_image(image: Tensor, size: int) -> Tensor:
     return F.interpolate(image, size=(size, size), mode="bilinear", align_corners=False)
 
 
-def condition_sample(x_t: Tensor, image: Tensor) -> Tensor:
-    """UNet input: x_t [B, V, 3, h, w] (diffusion range) ⊕ image [B, 3, S, S] in 0..1 -> [B*V, 6, h, w].
+def condition_sample(x_t: Tensor, image: Tensor, rays: Tensor | None = None) -> Tensor:
+    """UNet input: x_t [B, V, 3, h, w] (diffusion range) ⊕ image [B, 3, S, S] in 0..1 [⊕ rays [B*V, 6, h, w]]
+    -> [B*V, 6 (+6), h, w].
 
-    The condition image is resized to h and mapped to [-1, 1], the same for every view.
+    The condition image is resized to h and mapped to [-1, 1], the same for every view; `rays` (`ray_map`) is
+    appended when the UNet has `camera_rays`.
     """
     b, v, c, h, w = x_t.shape
     cond = resize_image(image, h).to(x_t.dtype) * 2.0 - 1.0  # [B, 3, h, w]
     cond = cond.unsqueeze(1).expand(b, v, cond.shape[1], h, w)
-    return torch.cat([x_t, cond], dim=2).reshape(b * v, c + cond.shape[2], h, w)
+    sample = torch.cat([x_t, cond], dim=2).reshape(b * v, c + cond.shape[2], h, w)
+    if rays is None:
+        return sample
+    return torch.cat([sample, rays.to(sample.dtype)], dim=1)
+
+
+def camera_ray_dirs(fov_deg: float, size: int) -> Tensor:
+    """Unit ray directions [size*size, 3] (float32, camera frame: x right, y down, z forward) through the
+    pixel centres of a size x size pinhole camera with field of view `fov_deg`, pixels in row-major order."""
+    f = 0.5 * size / math.tan(math.radians(fov_deg) / 2)
+    c = (torch.arange(size, dtype=torch.float64) + 0.5 - size / 2) / f
+    i, j = torch.meshgrid(c, c, indexing="ij")  # i: row (y), j: column (x)
+    d = torch.stack([j, i, torch.ones_like(j)], -1).reshape(-1, 3)
+    return (d / d.norm(dim=-1, keepdim=True)).float()
+
+
+def pixel_rays(viewmats: Tensor, dirs_cam: Tensor) -> tuple[Tensor, Tensor]:
+    """viewmats [B, V, 4, 4] world-to-camera, dirs_cam [P, 3] (`camera_ray_dirs`) -> (origins [B, V, 1, 3],
+    unit directions [B, V, P, 3]), world frame, float32."""
+    vm = viewmats.float()
+    R, t = vm[..., :3, :3], vm[..., :3, 3:]  # [B,V,3,3], [B,V,3,1]
+    origins = -(t.transpose(-1, -2) @ R)  # (-R^T t)^T = -t^T R: [B, V, 1, 3]
+    dirs = dirs_cam.float() @ R  # (R^T d)^T = d^T R: [B, V, P, 3], unit as R is orthonormal
+    return origins, dirs
+
+
+def ray_map(origins: Tensor, dirs: Tensor, size: int) -> Tensor:
+    """Plücker coordinates of each pixel's ray: origins [B, V, 1, 3], dirs [B, V, size*size, 3] (`pixel_rays`)
+    -> [B*V, 6, size, size] = (d, o x d). The moment is written out (no cross op) so that it exports to ONNX."""
+    o = origins.expand_as(dirs)
+    ox, oy, oz = o.unbind(-1)
+    dx, dy, dz = dirs.unbind(-1)
+    m = torch.stack([oy * dz - oz * dy, oz * dx - ox * dz, ox * dy - oy * dx], -1)
+    rays = torch.cat([dirs, m], -1)  # [B, V, P, 6]
+    return rays.reshape(-1, size, size, 6).permute(0, 3, 1, 2)
 
 
 def camera_input(viewmats: Tensor) -> Tensor:
@@ -458,6 +507,6 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["ImageTokenizer", "MVUNet", "MVUNetConfig", "camera_input", "condition_sample", "count_parameters",
-           "load_matching", "repeat_tokens", "resize_image"]
+__all__ = ["ImageTokenizer", "MVUNet", "MVUNetConfig", "camera_input", "camera_ray_dirs", "condition_sample",
+           "count_parameters", "load_matching", "pixel_rays", "ray_map", "repeat_tokens", "resize_image"]
 
