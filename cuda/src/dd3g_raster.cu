@@ -85,6 +85,13 @@
 #ifndef DD3G_RASTER_BINNED_MAX
 #define DD3G_RASTER_BINNED_MAX (1u << 16)
 #endif
+// The blend loop works in log2 units (1) or as written in raster_math's reference form (0). With 1, staging turns
+// each Gaussian's conic into p = -sigma log2(e) coefficients and adds a per-Gaussian rejection threshold, so that a
+// pair whose alpha would fall below kAlphaThreshold is dropped after ~7 instructions, before the exponential; the
+// exact alpha test then still decides every pair the pre-test lets through (same cutoffs, see stage_gaussian).
+#ifndef DD3G_RASTER_LOG2_BLEND
+#define DD3G_RASTER_LOG2_BLEND 1
+#endif
 
 namespace {
 
@@ -495,7 +502,36 @@ struct PixelAcc {
     bool done;
 };
 
-// Blend the n Gaussians staged in s_a/s_b/s_c (in order) into the pixel at (fx, fy).
+#if DD3G_RASTER_LOG2_BLEND
+__device__ __forceinline__ float ex2_approx(float x) {  // 2^x, the MUFU instruction behind __expf
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+#endif
+
+// Copy Gaussian `id` of the projected arrays into shared slot `slot` for blending. With DD3G_RASTER_LOG2_BLEND the
+// conic (ca, cb, cc) becomes the coefficients of p = -sigma log2(e) = qa dx^2 + qb dx dy + qc dy^2, and .w holds
+// log2(kAlphaThreshold / opacity) less a margin: opacity 2^p < kAlphaThreshold exactly when p < log2(thr / op), so
+// p < .w only rejects pairs whose alpha is below the threshold by more than ~0.07 % (the margin, 1e-3 in log2 units,
+// is 1,000 times the approximations' error), and the exact alpha test decides the rest, as before.
+__device__ __forceinline__ void stage_gaussian(int slot, uint32_t id, const float4* __restrict__ pa,
+                                               const float4* __restrict__ pb, const float4* __restrict__ pc,
+                                               float4* s_a, float4* s_b, float4* s_c) {
+    const float4 a = pa[id];
+    s_a[slot] = a;
+#if DD3G_RASTER_LOG2_BLEND
+    constexpr float kLog2e = 1.4426950408889634f, kMargin = 1e-3f;
+    const float4 b = pb[id];
+    s_b[slot] = make_float4(-0.5f * kLog2e * b.x, -kLog2e * b.y, -0.5f * kLog2e * b.z,
+                            __log2f(dd3g::kAlphaThreshold / a.z) - kMargin);
+#else
+    s_b[slot] = pb[id];
+#endif
+    s_c[slot] = pc[id];
+}
+
+// Blend the n Gaussians staged in s_a/s_b/s_c (in order, by stage_gaussian) into the pixel at (fx, fy).
 template <bool kCount>
 __device__ __forceinline__ void blend_staged(int n, const float4* s_a, const float4* s_b, const float4* s_c, float fx,
                                              float fy, PixelAcc& acc) {
@@ -503,10 +539,18 @@ __device__ __forceinline__ void blend_staged(int n, const float4* s_a, const flo
         const float4 a = s_a[j];
         const float4 cb = s_b[j];
         const float dx = a.x - fx, dy = a.y - fy;
+#if DD3G_RASTER_LOG2_BLEND
+        const float p = (cb.x * dx + cb.y * dy) * dx + cb.z * (dy * dy);  // -sigma log2(e)
+        if (kCount) ++acc.n_eval;
+        if (p > 0.f || p < cb.w) continue;  // sigma < 0, or alpha clearly below the threshold
+        const float alpha = fminf(dd3g::kAlphaMax, a.z * ex2_approx(p));
+        if (alpha < dd3g::kAlphaThreshold) continue;
+#else
         const float sigma = 0.5f * (cb.x * dx * dx + cb.z * dy * dy) + cb.y * dx * dy;
         const float alpha = fminf(dd3g::kAlphaMax, a.z * __expf(-sigma));
         if (kCount) ++acc.n_eval;
         if (sigma < 0.f || alpha < dd3g::kAlphaThreshold) continue;
+#endif
         const float next_T = acc.T * (1.f - alpha);
         if (next_T <= dd3g::kTransmittanceMin) {
             acc.done = true;
@@ -567,12 +611,7 @@ k_raster(int W, int H, int tiles_x, int tiles_per_cam, const int2* __restrict__ 
     for (int start = range.x; start < range.y; start += kBlock) {
         if (__syncthreads_count(acc.done) == kBlock) break;  // also protects the shared batch being overwritten
         int i = start + tid;
-        if (i < range.y) {
-            uint32_t id = ivals[i];
-            s_a[tid] = pa[id];
-            s_b[tid] = pb[id];
-            s_c[tid] = pc[id];
-        }
+        if (i < range.y) stage_gaussian(tid, ivals[i], pa, pb, pc, s_a, s_b, s_c);
         __syncthreads();
         blend_staged<kCount>(min(kBlock, range.y - start), s_a, s_b, s_c, tp.fx, tp.fy, acc);
     }
@@ -781,12 +820,7 @@ k_raster_binned(int W, int H, int tiles_x, int tiles_per_cam, const int2* __rest
                 break;
             }
             const int i = start + tid;
-            if (i < m) {
-                const uint32_t id = dd3g::bin_key_index(s_key[i]);
-                s_a[tid] = pa[id];
-                s_b[tid] = pb[id];
-                s_c[tid] = pc[id];
-            }
+            if (i < m) stage_gaussian(tid, dd3g::bin_key_index(s_key[i]), pa, pb, pc, s_a, s_b, s_c);
             __syncthreads();
             blend_staged<kCount>(min(kBlock, m - start), s_a, s_b, s_c, tp.fx, tp.fy, acc);
         }
