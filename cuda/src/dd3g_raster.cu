@@ -92,6 +92,12 @@
 #ifndef DD3G_RASTER_LOG2_BLEND
 #define DD3G_RASTER_LOG2_BLEND 1
 #endif
+// Timing diagnostics only (wrong images; never in a shipped build): 1 skips the binned path's per-tile sort (tiles
+// blend in scatter order), 2 skips the blending (the raster kernels stage nothing and write background). They
+// split the binned raster kernel's time into sort and blend (benchmarks/rasterizer_notes.md run 7).
+#ifndef DD3G_RASTER_DIAG
+#define DD3G_RASTER_DIAG 0
+#endif
 
 namespace {
 
@@ -535,6 +541,9 @@ __device__ __forceinline__ void stage_gaussian(int slot, uint32_t id, const floa
 template <bool kCount>
 __device__ __forceinline__ void blend_staged(int n, const float4* s_a, const float4* s_b, const float4* s_c, float fx,
                                              float fy, PixelAcc& acc) {
+#if DD3G_RASTER_DIAG == 2
+    return;
+#endif
     for (int j = 0; j < n && !acc.done; ++j) {
         const float4 a = s_a[j];
         const float4 cb = s_b[j];
@@ -724,6 +733,9 @@ k_bin_scatter(uint32_t N, int tiles_x, int tiles_per_cam, bool tight, const uint
 
 // Sort s_key[0, n) ascending (bitonic over the next power of two, padded with kKeyNone). Block-wide.
 __device__ __forceinline__ void block_sort_keys(uint64_t* s_key, int n, int tid) {
+#if DD3G_RASTER_DIAG == 1
+    return;
+#endif
     const int P = dd3g::next_pow2(n);
     for (int i = n + tid; i < P; i += kBlock) s_key[i] = dd3g::kKeyNone;
     __syncthreads();
