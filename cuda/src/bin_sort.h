@@ -17,16 +17,18 @@
 // every tile in the same order and render bit-identical images. The atomics decide only where an entry is stored,
 // never the order in which it is blended.
 //
-// A tile's entries are sorted in one piece when there are at most kTileSortMax of them (bitonic sort of the next
-// power of two). Larger tiles go in rounds: each round selects the kTileSortMax smallest keys not yet blended (an
-// MSD radix selection with a 256-bin histogram per byte: the round's largest key `thr`), collects the keys in
-// [lo, thr], sorts and blends them, and moves lo past thr. The keys of one tile are distinct (a Gaussian enters a
-// tile at most once and the number is in the key), so a round holds exactly min(kTileSortMax, remaining) keys.
+// A tile's entries are sorted in one piece when there are at most kRoundFirst (256) of them (bitonic sort of the
+// next power of two). Larger tiles go in rounds (below: "progressive rounds"), each of which collects the keys in
+// [lo, thr], sorts and blends them, and moves lo past thr, until every pixel of the tile has stopped. A round's
+// `thr` comes from one histogram pass (bin_split_*), or, where that would take more than kTileSortMax keys, from an
+// MSD radix selection of the kTileSortMax-th smallest key (a 256-bin histogram per byte). The keys of one tile are
+// distinct (a Gaussian enters a tile at most once and the number is in the key), so the rounds blend every key
+// once, in ascending order.
 #pragma once
 
 #include "raster_math.h"
 
-// Keys sorted in one piece per tile: 8 bytes each in shared memory (2,048: 16 KB, 29 KB with the blending batch,
+// Keys sorted at once (the most a round holds): 8 bytes each in shared memory (2,048: 16 KB, 29 KB with the blending batch,
 // which leaves room for 7 raster blocks per H100/H200 SM; 4,096 would leave 4). A power of two, at least 2. Test
 // builds set it small (cuda/tests/build_emit_variants.sh, build/binned_s64) to run the rounds everywhere.
 #ifndef DD3G_RASTER_TILE_SORT_MAX
@@ -101,6 +103,44 @@ DD3G_HD void bin_select_pick(const uint32_t* hist, int shift, uint64_t* prefix, 
     }
     *r -= below;
     *prefix |= (uint64_t)d << shift;
+}
+
+// Progressive rounds (every tile with more than kRoundFirst keys). Pixels usually stop (transmittance below 1e-4)
+// after a small part of a dense tile's list, so sorting the whole tile wastes most of the sort (measured: the sort was
+// 48 of 180 us of a 65k-Gaussian frame, benchmarks/rasterizer_notes.md run 7). Round r takes at least
+// bin_round_target(r) of the smallest keys not yet blended (256, 512, ... up to kTileSortMax), found by one
+// histogram pass: all keys left lie in [kmin, kmax] and share the bits above the highest bit in which kmin and kmax
+// differ, so the 8 bits at bin_split_shift order them; the round takes every key whose digit is at most the first
+// digit at which the running count reaches the target (bin_split_is_pick), i.e. the keys in [lo, bin_split_thr].
+// When that is more than kTileSortMax keys (a lumpy histogram), the round falls back to the exact radix selection.
+constexpr int kRoundFirst = kTileSortMax < 256 ? kTileSortMax : 256;
+// first << round, capped at sort_max (both powers of two, first <= sort_max)
+DD3G_HD int bin_round_target(int round, int first, int sort_max) {
+    const int shift = round < 30 ? round : 30;
+    return (sort_max >> shift) >= first ? (first << shift) : sort_max;
+}
+DD3G_HD int bin_clz64(uint64_t x) {  // x != 0
+#ifdef __CUDA_ARCH__
+    return __clzll((long long)x);
+#else
+    return __builtin_clzll(x);
+#endif
+}
+// kmin < kmax: the lowest bit of the 8-bit window that holds their highest differing bit at its top (or bit 0)
+DD3G_HD int bin_split_shift(uint64_t kmin, uint64_t kmax) {
+    const int top = 63 - bin_clz64(kmin ^ kmax);
+    return top > 7 ? top - 7 : 0;
+}
+// Digit d is the pick when the keys of smaller digits are fewer than the target and those up to d are not.
+DD3G_HD bool bin_split_is_pick(uint32_t below, uint32_t count, uint32_t target) {
+    return below < target && below + count >= target;
+}
+// The largest key whose digit (at shift) is at most d, among keys sharing kmin's bits above the window.
+DD3G_HD uint64_t bin_split_thr(uint64_t kmin, int shift, int d) {
+    const int above = shift + 8;
+    const uint64_t prefix = above >= 64 ? 0ull : (kmin >> above) << above;
+    const uint64_t low = shift == 0 ? 0ull : (~0ull >> (64 - shift));
+    return prefix | ((uint64_t)d << shift) | low;
 }
 
 }  // namespace dd3g

@@ -747,8 +747,9 @@ __device__ __forceinline__ void block_sort_keys(uint64_t* s_key, int n, int tid)
 }
 
 // Step 8 of the binned path: one 16x16 block per (tile, camera). The tile's entries are sorted by (depth bits,
-// number) in shared memory, in one piece up to kTileSortMax, else in rounds of the kTileSortMax smallest keys not
-// yet blended (bin_sort.h), and blended front to back as k_raster does.
+// number) in shared memory, in one piece up to kRoundFirst keys, else in progressive rounds of the smallest keys not
+// yet blended (256, 512, ... at a time, bin_sort.h) until every pixel has stopped, and blended front to back as
+// k_raster does.
 template <bool kCount>
 __global__ void __launch_bounds__(kBlock)
 k_raster_binned(int W, int H, int tiles_x, int tiles_per_cam, const int2* __restrict__ ranges,
@@ -761,8 +762,12 @@ k_raster_binned(int W, int H, int tiles_x, int tiles_per_cam, const int2* __rest
     __shared__ float4 s_b[kBlock];
     __shared__ float4 s_c[kBlock];
     __shared__ uint32_t s_hist[256];
-    __shared__ uint32_t s_left, s_taken, s_rank;
+    __shared__ uint32_t s_left, s_taken, s_rank, s_pick_count;
+    __shared__ int s_pick;
     __shared__ uint64_t s_prefix;
+    __shared__ unsigned long long s_kmin, s_kmax;  // the atomics' type (uint64_t is unsigned long here)
+    using HistScan = cub::BlockScan<uint32_t, kTile, cub::BLOCK_SCAN_WARP_SCANS, kTile>;  // linear id = tid
+    __shared__ typename HistScan::TempStorage s_scan;
     static_assert(kBlock == 256, "one histogram bin per thread");
     const TilePixel tp = tile_pixel(W, H, tiles_x, tiles_per_cam, ranges);
     const int tid = tp.tid;
@@ -774,46 +779,87 @@ k_raster_binned(int W, int H, int tiles_x, int tiles_per_cam, const int2* __rest
 
     uint64_t lo = 0;  // the keys below lo are blended
     bool all_done = false;
-    while (n > 0 && !all_done) {
+    for (int round = 0; n > 0 && !all_done; ++round) {
         int m;                          // keys in this round
         uint64_t thr = dd3g::kKeyNone;  // the round's largest key (kKeyNone: the last round)
-        if (lo == 0 && n <= dd3g::kTileSortMax) {  // the usual case: the whole tile in one piece
+        if (lo == 0 && n <= dd3g::kRoundFirst) {  // a light tile: in one piece
             for (int j = tid; j < n; j += kBlock) s_key[j] = key_at(j);
             m = n;
-        } else {
+        } else {  // progressive rounds (bin_sort.h)
             if (tid == 0) {  // the previous round's last reads of these came before its last barrier
                 s_left = s_taken = 0;
                 s_prefix = 0;
                 s_rank = dd3g::kTileSortMax;
+                s_kmin = dd3g::kKeyNone;
+                s_kmax = 0;
             }
             __syncthreads();
             uint32_t mine = 0;
-            for (int j = tid; j < n; j += kBlock) mine += key_at(j) >= lo;
-            atomicAdd(&s_left, mine);
+            uint64_t kmin = dd3g::kKeyNone, kmax = 0;
+            for (int j = tid; j < n; j += kBlock) {
+                const uint64_t key = key_at(j);
+                if (key >= lo) {
+                    ++mine;
+                    kmin = min(kmin, key);
+                    kmax = max(kmax, key);
+                }
+            }
+            for (int o = 16; o > 0; o >>= 1) {
+                mine += __shfl_down_sync(0xffffffffu, mine, o);
+                kmin = min(kmin, __shfl_down_sync(0xffffffffu, kmin, o));
+                kmax = max(kmax, __shfl_down_sync(0xffffffffu, kmax, o));
+            }
+            if ((tid & 31) == 0) {
+                atomicAdd(&s_left, mine);
+                atomicMin(&s_kmin, (unsigned long long)kmin);
+                atomicMax(&s_kmax, (unsigned long long)kmax);
+            }
             __syncthreads();
             const uint32_t left = s_left;
             if (left == 0) break;
-            if (left > (uint32_t)dd3g::kTileSortMax) {  // select the kTileSortMax-th smallest key >= lo
-                for (int shift = 56; shift >= 0; shift -= 8) {
-                    s_hist[tid] = 0;
-                    __syncthreads();
-                    const uint64_t prefix = s_prefix;
-                    for (int j = tid; j < n; j += kBlock) {
-                        const uint64_t key = key_at(j);
-                        if (dd3g::bin_select_match(key, lo, prefix, shift))
-                            atomicAdd(&s_hist[dd3g::bin_select_digit(key, shift)], 1u);
-                    }
-                    __syncthreads();
-                    if (tid == 0) {
-                        uint64_t pre = s_prefix;
-                        uint32_t r = s_rank;
-                        dd3g::bin_select_pick(s_hist, shift, &pre, &r);
-                        s_prefix = pre;
-                        s_rank = r;
-                    }
-                    __syncthreads();
+            const uint32_t target = dd3g::bin_round_target(round, dd3g::kRoundFirst, dd3g::kTileSortMax);
+            if (left > target) {  // split by one histogram of the 8 bits below the keys' highest differing bit
+                const uint64_t k0 = s_kmin;
+                const int shift = dd3g::bin_split_shift(k0, s_kmax);
+                s_hist[tid] = 0;
+                __syncthreads();
+                for (int j = tid; j < n; j += kBlock) {
+                    const uint64_t key = key_at(j);
+                    if (key >= lo) atomicAdd(&s_hist[dd3g::bin_select_digit(key, shift)], 1u);
                 }
-                thr = s_prefix;
+                __syncthreads();
+                const uint32_t h = s_hist[tid];
+                uint32_t below;
+                HistScan(s_scan).ExclusiveSum(h, below);
+                if (dd3g::bin_split_is_pick(below, h, target)) {
+                    s_pick = tid;
+                    s_pick_count = below + h;
+                }
+                __syncthreads();
+                if (s_pick_count <= (uint32_t)dd3g::kTileSortMax) {
+                    thr = dd3g::bin_split_thr(k0, shift, s_pick);
+                } else {  // a lumpy histogram: select the kTileSortMax-th smallest key >= lo exactly
+                    for (int shift8 = 56; shift8 >= 0; shift8 -= 8) {
+                        s_hist[tid] = 0;
+                        __syncthreads();
+                        const uint64_t prefix = s_prefix;
+                        for (int j = tid; j < n; j += kBlock) {
+                            const uint64_t key = key_at(j);
+                            if (dd3g::bin_select_match(key, lo, prefix, shift8))
+                                atomicAdd(&s_hist[dd3g::bin_select_digit(key, shift8)], 1u);
+                        }
+                        __syncthreads();
+                        if (tid == 0) {
+                            uint64_t pre = s_prefix;
+                            uint32_t r = s_rank;
+                            dd3g::bin_select_pick(s_hist, shift8, &pre, &r);
+                            s_prefix = pre;
+                            s_rank = r;
+                        }
+                        __syncthreads();
+                    }
+                    thr = s_prefix;
+                }
             }
             for (int j = tid; j < n; j += kBlock) {
                 const uint64_t key = key_at(j);

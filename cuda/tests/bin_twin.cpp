@@ -10,8 +10,9 @@
 // order, ranks handed out in a random order (the atomics), and each tile's range then holds exactly its entries
 // (all of them, or a subset of the right size when clamped).
 // Tile sort: random sets of distinct keys (many equal depths, so the number decides), sorted in one piece or in
-// rounds (count, radix selection, collect, bitonic sort) with small and large kTileSortMax-like limits; the
-// concatenated rounds must equal std::sort, each round must hold min(limit, remaining) keys.
+// progressive rounds (count with min/max, one-histogram split or exact radix selection, collect, bitonic sort) with
+// small and large kTileSortMax-like limits; the concatenated rounds must equal std::sort, each round must hold at
+// least min(target, remaining) and at most the limit keys.
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
@@ -29,7 +30,8 @@ namespace {
 using twin::I;
 using twin::U;
 
-long long g_walk_tiles = 0, g_blocks = 0, g_clamped = 0, g_rounds = 0, g_multi_round = 0, g_keys = 0;
+long long g_walk_tiles = 0, g_blocks = 0, g_clamped = 0, g_rounds = 0, g_multi_round = 0, g_keys = 0,
+          g_split_rounds = 0, g_exact_rounds = 0;
 
 bool fail(const char* what, long long a, long long b) {
     printf("FAIL %s (%lld vs %lld)\n", what, a, b);
@@ -158,7 +160,7 @@ bool check_tile(std::mt19937_64& rng, int which) {
     const int S = limits[which % 5];
     const int n = which % 7 == 0 ? I(rng, 1, 4) : I(rng, 1, which % 2 ? 9000 : 300);
     // distinct keys: depths from a small pool (ties), numbers distinct
-    const int depths = I(rng, 1, 50);
+    const int depths = which % 3 == 0 ? n : I(rng, 1, 50);  // all depths distinct, or a small pool (ties, lumps)
     std::vector<uint32_t> pool(depths);
     for (auto& d : pool) d = (uint32_t)I(rng, 0x3C000000, 0x41000000);  // float bits of ~0.008 .. 8
     std::vector<uint32_t> numbers(n);
@@ -172,27 +174,60 @@ bool check_tile(std::mt19937_64& rng, int which) {
     std::vector<uint64_t> blended, s_key(S);
     uint64_t lo = 0;
     int rounds = 0;
-    for (;;) {
+    const int first = std::min(256, S);  // kRoundFirst of a build whose kTileSortMax is S
+    for (int round = 0;; ++round) {
         int m;
         uint64_t thr = dd3g::kKeyNone;
-        if (lo == 0 && n <= S) {
+        if (lo == 0 && n <= first) {
             for (int j = 0; j < n; ++j) s_key[j] = list[j];
             m = n;
         } else {
             uint32_t left = 0;
-            for (int j = 0; j < n; ++j) left += list[j] >= lo;
-            if (left == 0) break;
-            if (left > (uint32_t)S) {
-                uint64_t prefix = 0;
-                uint32_t r = (uint32_t)S;
-                for (int shift = 56; shift >= 0; shift -= 8) {
-                    uint32_t hist[256] = {};
-                    for (int j = 0; j < n; ++j)
-                        if (dd3g::bin_select_match(list[j], lo, prefix, shift))
-                            ++hist[dd3g::bin_select_digit(list[j], shift)];
-                    dd3g::bin_select_pick(hist, shift, &prefix, &r);
+            uint64_t kmin = dd3g::kKeyNone, kmax = 0;
+            for (int j = 0; j < n; ++j)
+                if (list[j] >= lo) {
+                    ++left;
+                    kmin = std::min(kmin, list[j]);
+                    kmax = std::max(kmax, list[j]);
                 }
-                thr = prefix;
+            if (left == 0) break;
+            const uint32_t target = (uint32_t)dd3g::bin_round_target(round, first, S);
+            if (target < (uint32_t)std::min(first << std::min(round, 20), S)) return fail("round target", target, round);
+            uint32_t expect_taken = left;
+            if (left > target) {
+                const int shift = dd3g::bin_split_shift(kmin, kmax);
+                uint32_t hist[256] = {};
+                for (int j = 0; j < n; ++j)
+                    if (list[j] >= lo) ++hist[dd3g::bin_select_digit(list[j], shift)];
+                int pick = -1;
+                uint32_t pick_count = 0, below = 0;
+                for (int d = 0; d < 256; ++d) {  // the kernel: one thread per digit, an exclusive block scan
+                    if (dd3g::bin_split_is_pick(below, hist[d], target)) {
+                        if (pick >= 0) return fail("two digits picked", pick, d);
+                        pick = d;
+                        pick_count = below + hist[d];
+                    }
+                    below += hist[d];
+                }
+                if (pick < 0 || below != left) return fail("no digit picked", pick, (long long)below);
+                if (pick_count <= (uint32_t)S) {
+                    thr = dd3g::bin_split_thr(kmin, shift, pick);
+                    expect_taken = pick_count;
+                    ++g_split_rounds;
+                } else {
+                    uint64_t prefix = 0;
+                    uint32_t r = (uint32_t)S;
+                    for (int shift8 = 56; shift8 >= 0; shift8 -= 8) {
+                        uint32_t h8[256] = {};
+                        for (int j = 0; j < n; ++j)
+                            if (dd3g::bin_select_match(list[j], lo, prefix, shift8))
+                                ++h8[dd3g::bin_select_digit(list[j], shift8)];
+                        dd3g::bin_select_pick(h8, shift8, &prefix, &r);
+                    }
+                    thr = prefix;
+                    expect_taken = (uint32_t)S;
+                    ++g_exact_rounds;
+                }
             }
             uint32_t taken = 0;
             std::vector<uint64_t> got;
@@ -203,8 +238,9 @@ bool check_tile(std::mt19937_64& rng, int which) {
                 if (taken < (uint32_t)S) s_key[taken] = k;
                 ++taken;
             }
-            if (taken != std::min<uint32_t>(left, (uint32_t)S)) return fail("round size", taken, std::min<uint32_t>(left, S));
-            m = (int)std::min<uint32_t>(taken, (uint32_t)S);
+            if (taken != expect_taken || taken > (uint32_t)S || taken < std::min(target, left))
+                return fail("round size", taken, expect_taken);
+            m = (int)taken;
         }
         std::vector<uint64_t> buf(dd3g::next_pow2(std::max(m, 1)));
         std::copy(s_key.begin(), s_key.begin() + m, buf.begin());
@@ -236,7 +272,8 @@ int main(int argc, char** argv) {
         if (!check_list(rng, i)) return 1;
         if (!check_tile(rng, i)) return 1;
     }
-    printf("OK walk_tiles=%lld blocks=%lld clamped=%lld keys=%lld rounds=%lld multi_round=%lld\n", g_walk_tiles,
-           g_blocks, g_clamped, g_keys, g_rounds, g_multi_round);
+    printf("OK walk_tiles=%lld blocks=%lld clamped=%lld keys=%lld rounds=%lld multi_round=%lld split_rounds=%lld "
+           "exact_rounds=%lld\n", g_walk_tiles, g_blocks, g_clamped, g_keys, g_rounds, g_multi_round, g_split_rounds,
+           g_exact_rounds);
     return 0;
 }

@@ -2,8 +2,9 @@
 k_bin_scan, k_bin_scatter and k_raster_binned of cuda/src/dd3g_raster.cu call) is compiled for the host by
 cuda/tests/bin_twin.cpp, which runs the path phase by phase: the tile walk (against emit_walk.h's walk),
 counts -> ranges -> slots reserved per block and taken in a random order (every tile's range holds its own
-entries, nothing at or past the capacity), and the per-tile sort in one piece or in rounds of radix selection
-(the blend order must equal the sorted (depth bits, number) keys, which is the default path's order).
+entries, nothing at or past the capacity), and the per-tile sort in one piece or in progressive rounds (split by one
+histogram, or by exact radix selection where that histogram is lumpy; the blend order must equal the sorted
+(depth bits, number) keys, which is the default path's order).
 
 Run: python -m pytest tests/cuda/test_bin_twin.py -q
 """
@@ -34,7 +35,9 @@ def test_binned_path_matches_plain_cpp(bin_twin, seed):
     assert int(stats["walk_tiles"]) > 100_000
     assert int(stats["blocks"]) > 1000  # count / scatter blocks reserving slots
     assert int(stats["clamped"]) > 30  # capacity below the list size
-    assert int(stats["multi_round"]) > 30  # tiles sorted in several rounds of radix selection
+    assert int(stats["multi_round"]) > 30  # tiles sorted in several rounds
+    assert int(stats["split_rounds"]) > 100  # rounds cut by the one-histogram split
+    assert int(stats["exact_rounds"]) > 30  # lumpy rounds that fell back to the exact radix selection
     assert int(stats["keys"]) > 100_000
 
 
@@ -52,7 +55,8 @@ def test_binned_kernels_call_the_twinned_code():
     assert "dd3g::bin_walk(" in kernel_body(src, "k_bin_count")
     assert "dd3g::bitonic_step(" in kernel_body(src, "block_sort_keys")
     raster = kernel_body(src, "k_raster_binned")
-    for fn in ("bin_select_match", "bin_select_digit", "bin_select_pick", "bin_key", "bin_key_index"):
+    for fn in ("bin_select_match", "bin_select_digit", "bin_select_pick", "bin_key", "bin_key_index",
+               "bin_round_target", "bin_split_shift", "bin_split_is_pick", "bin_split_thr"):
         assert f"dd3g::{fn}(" in raster, fn
     assert "block_sort_keys(" in raster
     # the default build takes the binned path for small frames
