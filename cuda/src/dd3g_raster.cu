@@ -93,7 +93,7 @@
 #define DD3G_RASTER_LOG2_BLEND 1
 #endif
 // Timing diagnostics only (wrong images; never in a shipped build): 1 skips the binned path's per-tile sort (tiles
-// blend in scatter order), 2 skips the blending (the raster kernels stage nothing and write background). They
+// blend in scatter order), 2 skips the blending (staging still runs; every pixel gets the background). They
 // split the binned raster kernel's time into sort and blend (benchmarks/rasterizer_notes.md run 7).
 #ifndef DD3G_RASTER_DIAG
 #define DD3G_RASTER_DIAG 0

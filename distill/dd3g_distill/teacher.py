@@ -247,7 +247,6 @@ class DiffusersMVTeacher(nn.Module, MultiViewTeacher):
     def __init__(self, unet: nn.Module, scheduler, image_encoder: nn.Module, config: TeacherConfig = TeacherConfig()):
         super().__init__()
         ucfg = unet.config
-        self.camera_rays = config.camera_rays
         cin = 2 * config.channels + (6 if config.camera_rays else 0)
         if ucfg.in_channels != cin or ucfg.out_channels != config.channels:
             raise ValueError(f"UNet must take {cin} channels and predict {config.channels}, got "
@@ -381,7 +380,7 @@ class DiffusersMVTeacher(nn.Module, MultiViewTeacher):
         t = t.reshape(-1).expand(b) if t.numel() == 1 else t.reshape(b)
         t = t.repeat_interleave(v)  # [B*V], view index fastest (b * V + v)
         vm = self._viewmats_for(viewmats, b)
-        rays = ray_map(*pixel_rays(vm, self._ray_dirs), x_t.shape[-1]) if self.camera_rays else None
+        rays = ray_map(*pixel_rays(vm, self._ray_dirs), x_t.shape[-1]) if self.config.camera_rays else None
         sample = condition_sample(x_t, cond["image"].to(x_t.dtype), rays)
         cam = camera_input(vm.to(x_t.dtype))
         ctx = repeat_tokens(cond["tokens"].to(x_t.dtype), v)
