@@ -45,8 +45,8 @@ from torch import Tensor, nn
 from dd3g_sdk.cameras import Camera, ViewSetConfig, stack_viewmats
 from dd3g_sdk.config import from_dict, load_config, save_config
 from dd3g_sdk.errors import InputError
-from dd3g_sdk.model.unet import (ImageTokenizer, MVUNetConfig, camera_input, camera_ray_dirs, condition_sample,
-                                 pixel_rays, ray_map, repeat_tokens)
+from dd3g_sdk.model.unet import (RAY_CHANNELS, ImageTokenizer, MVUNetConfig, camera_input, camera_ray_dirs,
+                                 condition_sample, pixel_rays, ray_map, repeat_tokens)
 
 TEACHER_KIND = "dd3g-mv-teacher"
 TEACHER_CONFIG_NAME = "teacher.json"
@@ -247,7 +247,7 @@ class DiffusersMVTeacher(nn.Module, MultiViewTeacher):
     def __init__(self, unet: nn.Module, scheduler, image_encoder: nn.Module, config: TeacherConfig = TeacherConfig()):
         super().__init__()
         ucfg = unet.config
-        cin = 2 * config.channels + (6 if config.camera_rays else 0)
+        cin = 2 * config.channels + (RAY_CHANNELS if config.camera_rays else 0)
         if ucfg.in_channels != cin or ucfg.out_channels != config.channels:
             raise ValueError(f"UNet must take {cin} channels and predict {config.channels}, got "
                              f"{ucfg.in_channels} -> {ucfg.out_channels}")

@@ -101,7 +101,8 @@ class TrainConfig:
         if u.num_views != self.views.num_views:
             u = replace(u, num_views=self.views.num_views)
         if self.camera_rays != u.camera_rays:
-            u = replace(u, camera_rays=self.camera_rays, in_channels=6 + (6 if self.camera_rays else 0))
+            u = replace(u, camera_rays=self.camera_rays)
+            u = replace(u, in_channels=6 + u.ray_channels)  # noisy view + condition image [+ rays]
         if self.unet_width != 1.0:
             q = math.lcm(u.norm_num_groups, u.attention_head_dim)
 

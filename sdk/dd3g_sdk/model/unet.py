@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from .layers import GEGLU, multihead_sdpa, timestep_embedding
 
+RAY_CHANNELS = 6  # input channels of the Plücker ray map (`ray_map`: direction and moment)
 DOWN_BLOCK_TYPES = ("DownBlock2D", "CrossAttnDownBlock2D")
 UP_BLOCK_TYPES = ("UpBlock2D", "CrossAttnUpBlock2D")
 
@@ -94,7 +95,7 @@ class MVUNetConfig:
     @property
     def ray_channels(self) -> int:
         """Input channels taken by the ray map (6 with camera_rays, else 0)."""
-        return 6 if self.camera_rays else 0
+        return RAY_CHANNELS if self.camera_rays else 0
 
     @property
     def time_embed_dim(self) -> int:
@@ -507,6 +508,7 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-__all__ = ["ImageTokenizer", "MVUNet", "MVUNetConfig", "camera_input", "camera_ray_dirs", "condition_sample",
-           "count_parameters", "load_matching", "pixel_rays", "ray_map", "repeat_tokens", "resize_image"]
+__all__ = ["RAY_CHANNELS", "ImageTokenizer", "MVUNet", "MVUNetConfig", "camera_input", "camera_ray_dirs",
+           "condition_sample", "count_parameters", "load_matching", "pixel_rays", "ray_map", "repeat_tokens",
+           "resize_image"]
 
