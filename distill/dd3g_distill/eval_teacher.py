@@ -43,7 +43,7 @@ from dd3g_sdk.noise import draw_noise
 
 from .data.world import RenderConfig, composite_white, object_spec, render_views, view_set_tensors
 from .metrics import iou, psnr, ssim, warp_consistency
-from .teacher import DiffusersMVTeacher
+from .teacher import load_teacher_folder
 
 FG_THRESHOLD = 0.9  # a pixel is foreground when its darkest channel is below this (white background)
 
@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             scales = [float(x) for x in args.guidance.split(",")]
         except ValueError:
             raise InputError(None, f"--guidance must be comma-separated numbers, got {args.guidance!r}") from None
-        teacher = DiffusersMVTeacher.from_pretrained(args.teacher, device)
+        teacher = load_teacher_folder(args.teacher, device)
         results, grids = evaluate(teacher, args.count, args.steps, scales, args.split, batch=args.batch,
                                   grid_rows=args.grid_rows)
         training = Path(args.teacher) / "training.json"

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .teacher import prediction_to_epsilon
+
 
 @dataclass(frozen=True)
 class LossConfig:
@@ -168,7 +170,7 @@ def sds_terms(views: Tensor, teacher, cond, viewmats: Tensor, timesteps: Tensor,
     Returns dict(sds=surrogate, sds_grad_rms=RMS of the SDS gradient). The surrogate
     0.5 * mean((x0 - sg(x0 - g))^2) has gradient g / numel with g = w(t) (eps_hat - eps), w(t) = 1 - alphabar_t
     (DreamFusion), so its *value* is not an objective to watch; its gradient is what counts. The teacher runs
-    under no_grad: nothing is back-propagated through it. A v-prediction teacher is converted to epsilon.
+    under no_grad: nothing is back-propagated through it. A v- or x0-predicting teacher is converted to epsilon.
     """
     x0 = views.float() * 2.0 - 1.0
     ab = alphas_cumprod.to(x0.device, torch.float32)[timesteps].view(-1, 1, 1, 1, 1)
@@ -182,8 +184,7 @@ def sds_terms(views: Tensor, teacher, cond, viewmats: Tensor, timesteps: Tensor,
             pred = e_u + guidance * (e_c - e_u)
         else:
             pred = teacher.denoise(x_t, timesteps, cond, viewmats).float()
-        if getattr(teacher, "prediction_type", "epsilon") == "v_prediction":
-            pred = ab.sqrt() * pred + (1.0 - ab).sqrt() * x_t  # v -> epsilon
+        pred = prediction_to_epsilon(pred, x_t, ab, getattr(teacher, "prediction_type", "epsilon"))
         grad = torch.nan_to_num((1.0 - ab) * (pred - eps))
     target = (x0 - grad).detach()
     loss = 0.5 * F.mse_loss(x0, target, reduction="mean")

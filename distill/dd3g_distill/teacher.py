@@ -23,6 +23,13 @@ input view), its sample space and prediction type, and offers
 Every folder is diffusers `save_pretrained` output (safetensors), so `from_pretrained(local_dir)` needs no
 network and never unpickles.
 
+`GaussianLiftTeacher` is a pixel-space teacher with a 3D prior (DESIGN.md "A teacher with a 3D prior"; the idea of
+DMV3D, Xu et al. 2023): its denoiser is a PEPD network that reads the noisy views x_t (in place of the noise) and
+the timestep, emits 3D Gaussians, and renders them at the V cameras; the renders are its x0 prediction
+(`prediction_type` "sample"), so every step's views come from one 3D object and agree with each other by
+construction. Folder: `denoiser/` (PEPD `save_pretrained`: config.json + model.safetensors), `scheduler/`
+(diffusers), `teacher.json` with `"denoiser": "gaussians"`. `load_teacher(folder)` opens either kind.
+
 Classifier-free guidance: the null condition is a uniform grey image (0.5, i.e. 0 after the [-1, 1] map);
 training drops the image to it with some probability; `ode(..., guidance_scale=g)` mixes
 eps_uncond + g (eps_cond - eps_uncond). g = 1 is plain conditional sampling (one UNet pass per step).
@@ -42,7 +49,7 @@ from diffusers import ConfigMixin, DDIMScheduler, ModelMixin, UNet2DConditionMod
 from diffusers.configuration_utils import register_to_config
 from torch import Tensor, nn
 
-from dd3g_sdk.cameras import Camera, ViewSetConfig, stack_viewmats
+from dd3g_sdk.cameras import Camera, ViewSetConfig, stack_intrinsics, stack_viewmats
 from dd3g_sdk.config import from_dict, load_config, save_config
 from dd3g_sdk.errors import InputError
 from dd3g_sdk.model.unet import (RAY_CHANNELS, ImageTokenizer, MVUNetConfig, camera_input, camera_ray_dirs,
@@ -50,6 +57,36 @@ from dd3g_sdk.model.unet import (RAY_CHANNELS, ImageTokenizer, MVUNetConfig, cam
 
 TEACHER_KIND = "dd3g-mv-teacher"
 TEACHER_CONFIG_NAME = "teacher.json"
+
+
+# ---- prediction types ---------------------------------------------------------------------------------------
+
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def prediction_to_epsilon(pred: Tensor, x_t: Tensor, alpha_bar: Tensor, prediction_type: str) -> Tensor:
+    """A denoiser's prediction -> the noise estimate. alpha_bar broadcasts against x_t ([B, 1, ...] or scalar).
+    x_t = sqrt(a) x0 + sqrt(1 - a) eps;  v = sqrt(a) eps - sqrt(1 - a) x0."""
+    a = alpha_bar
+    if prediction_type == "epsilon":
+        return pred
+    if prediction_type == "v_prediction":
+        return a.sqrt() * pred + (1 - a).sqrt() * x_t
+    if prediction_type == "sample":
+        return (x_t - a.sqrt() * pred) / (1 - a).clamp_min(1e-12).sqrt()
+    raise ValueError(f"unknown prediction_type {prediction_type!r}")
+
+
+def prediction_to_x0(pred: Tensor, x_t: Tensor, alpha_bar: Tensor, prediction_type: str) -> Tensor:
+    """A denoiser's prediction -> the (unclipped) clean-sample estimate x0 (see `prediction_to_epsilon`)."""
+    a = alpha_bar
+    if prediction_type == "epsilon":
+        return (x_t - (1 - a).sqrt() * pred) / a.sqrt()
+    if prediction_type == "v_prediction":
+        return a.sqrt() * x_t - (1 - a).sqrt() * pred
+    if prediction_type == "sample":
+        return pred
+    raise ValueError(f"unknown prediction_type {prediction_type!r}")
 
 
 # ---- the interface --------------------------------------------------------------------------------------------
@@ -70,7 +107,7 @@ class MultiViewTeacher(ABC):
     @property
     @abstractmethod
     def prediction_type(self) -> str:
-        """What `denoise` predicts: "epsilon" or "v_prediction" (diffusers names)."""
+        """What `denoise` predicts: "epsilon", "v_prediction" or "sample" (x0; diffusers names)."""
 
     @property
     def sample_space(self) -> str:
@@ -211,12 +248,19 @@ class TeacherConfig:
     # The UNet also reads each view's per-pixel Plücker rays (6 input channels; `MVUNetConfig.camera_rays`),
     # computed from the world-to-camera matrices and this view set's field of view.
     camera_rays: bool = False
+    # "unet": a diffusers UNet predicts epsilon or v per view (DiffusersMVTeacher); "gaussians": a PEPD network
+    # predicts 3D Gaussians whose renders are x0 (GaussianLiftTeacher, prediction_type "sample").
+    denoiser: str = "unet"
 
     def __post_init__(self) -> None:
         if self.kind != TEACHER_KIND:
             raise ValueError(f"kind must be {TEACHER_KIND!r}, got {self.kind!r}")
-        if self.prediction_type not in ("epsilon", "v_prediction"):
-            raise ValueError(f"prediction_type must be epsilon or v_prediction, got {self.prediction_type!r}")
+        if self.denoiser not in ("unet", "gaussians"):
+            raise ValueError(f"denoiser must be 'unet' or 'gaussians', got {self.denoiser!r}")
+        allowed = ("sample",) if self.denoiser == "gaussians" else ("epsilon", "v_prediction")
+        if self.prediction_type not in allowed:
+            raise ValueError(f"a {self.denoiser!r} teacher predicts {' or '.join(allowed)}, got "
+                             f"{self.prediction_type!r}")
         if self.sample_space != "pixels":
             raise ValueError("DiffusersMVTeacher supports sample_space 'pixels' only")
         if self.init_prior not in ("none", "white"):
@@ -239,83 +283,23 @@ def default_scheduler(prediction_type: str = "epsilon", num_train_timesteps: int
                          prediction_type=prediction_type, timestep_spacing="leading")
 
 
-# ---- the diffusers teacher ------------------------------------------------------------------------------------
+# ---- what both teachers share: the view set, the conversions, the DDIM ODE -----------------------------------
 
-class DiffusersMVTeacher(nn.Module, MultiViewTeacher):
-    """Pixel-space multi-view teacher built from diffusers parts (see the module docstring)."""
+class DDIMTeacher(nn.Module, MultiViewTeacher):
+    """The parts of a pixel-space teacher that do not depend on its denoiser: the view set (buffers), the
+    scheduler, prediction conversions and the DDIM `ode`. Subclasses give `condition`, `denoise`, persistence."""
 
-    def __init__(self, unet: nn.Module, scheduler, image_encoder: nn.Module, config: TeacherConfig = TeacherConfig()):
+    def __init__(self, scheduler, config: TeacherConfig):
         super().__init__()
-        ucfg = unet.config
-        cin = 2 * config.channels + (RAY_CHANNELS if config.camera_rays else 0)
-        if ucfg.in_channels != cin or ucfg.out_channels != config.channels:
-            raise ValueError(f"UNet must take {cin} channels and predict {config.channels}, got "
-                             f"{ucfg.in_channels} -> {ucfg.out_channels}")
-        if ucfg.sample_size != config.resolution:
-            raise ValueError(f"UNet sample_size {ucfg.sample_size} != teacher resolution {config.resolution}")
         if scheduler.config.prediction_type != config.prediction_type:
             raise ValueError(f"scheduler predicts {scheduler.config.prediction_type}, teacher.json says "
                              f"{config.prediction_type}")
-        self.unet = unet
         self.scheduler = scheduler
-        self.image_encoder = image_encoder
         self.config = config
-        set_multiview_attention(self.unet, config.views.num_views)
-        self.register_buffer("_viewmats", torch.from_numpy(stack_viewmats(self.views)), persistent=False)
+        cams = self.views
+        self.register_buffer("_viewmats", torch.from_numpy(stack_viewmats(cams)), persistent=False)
+        self.register_buffer("_Ks", torch.from_numpy(stack_intrinsics(cams)), persistent=False)
         self.register_buffer("_ray_dirs", camera_ray_dirs(config.views.fov_deg, config.resolution), persistent=False)
-
-    # -- construction --
-    @classmethod
-    def from_unet_config(cls, unet_cfg: MVUNetConfig, config: TeacherConfig | None = None, seed: int | None = None):
-        """A randomly initialised teacher for `MVUNetConfig` `unet_cfg` (training starts here)."""
-        config = config or TeacherConfig(views=ViewSetConfig(num_views=unet_cfg.num_views),
-                                         resolution=unet_cfg.sample_size, camera_rays=unet_cfg.camera_rays)
-        if unet_cfg.num_views != config.views.num_views:
-            raise ValueError(f"unet num_views {unet_cfg.num_views} != view set {config.views.num_views}")
-        if unet_cfg.camera_rays != config.camera_rays:
-            raise ValueError(f"unet camera_rays {unet_cfg.camera_rays} != teacher.json camera_rays {config.camera_rays}")
-        if seed is not None:
-            torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**unet_cfg.to_diffusers_kwargs())
-        tok = ImageTokenizer.for_unet(unet_cfg)
-        enc = TeacherImageEncoder(tok.image_size, tok.patch_size, tok.dim)
-        return cls(unet, default_scheduler(config.prediction_type, unet_cfg.num_train_timesteps), enc, config)
-
-    @classmethod
-    def from_pretrained(cls, local_dir: str | os.PathLike, device: Any = "cpu",
-                        dtype: torch.dtype = torch.float32) -> "DiffusersMVTeacher":
-        """Load a teacher folder (unet/, scheduler/, image_encoder/, teacher.json) from disk; no network."""
-        root = Path(local_dir)
-        if not root.is_dir():
-            raise InputError(root, "teacher folder not found")
-        for sub in ("unet", "scheduler", "image_encoder"):
-            if not (root / sub / ("scheduler_config.json" if sub == "scheduler" else "config.json")).is_file():
-                raise InputError(root / sub, "missing: a teacher folder needs unet/, scheduler/, image_encoder/ "
-                                             "(diffusers save_pretrained) and teacher.json")
-        config = load_config(TeacherConfig, root / TEACHER_CONFIG_NAME)
-        kw = dict(torch_dtype=dtype, use_safetensors=True, local_files_only=True)
-        try:
-            unet = UNet2DConditionModel.from_pretrained(root / "unet", **kw)
-            enc = TeacherImageEncoder.from_pretrained(root / "image_encoder", **kw)
-            scheduler = DDIMScheduler.from_pretrained(root / "scheduler", local_files_only=True)
-        except (OSError, ValueError, KeyError, RuntimeError) as e:
-            raise InputError(root, f"cannot load teacher: {str(e).splitlines()[0]}") from None
-        teacher = cls(unet, scheduler, enc, config)
-        return teacher.to(device).eval()
-
-    def save_pretrained(self, out_dir: str | os.PathLike, dtype: torch.dtype | None = torch.float16,
-                        max_shard_size: str = "10GB") -> Path:
-        """Write the teacher folder (weights cast to `dtype`, None = as they are). Overwrites its files."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        unet, enc = self.unet, self.image_encoder
-        if dtype is not None:
-            unet, enc = copy.deepcopy(unet).to(dtype), copy.deepcopy(enc).to(dtype)
-        unet.save_pretrained(out / "unet", safe_serialization=True, max_shard_size=max_shard_size)
-        enc.save_pretrained(out / "image_encoder", safe_serialization=True)
-        self.scheduler.save_pretrained(out / "scheduler")
-        save_config(self.config, out / TEACHER_CONFIG_NAME)
-        return out
 
     # -- interface --
     @property
@@ -342,18 +326,11 @@ class DiffusersMVTeacher(nn.Module, MultiViewTeacher):
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
+        return next(self.parameters()).dtype
 
     @property
     def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
-    def condition(self, image: Tensor) -> dict:
-        """image [B, 3, S, S] 0..1 -> {"image": [B, 3, S, S] 0..1, "tokens": [B, T, D]}."""
-        if image.ndim != 4 or image.shape[1] != 3:
-            raise ValueError(f"image must be [B, 3, S, S], got {list(image.shape)}")
-        image = image.to(self.device, self.dtype)
-        return {"image": image, "tokens": self.image_encoder(image)}
+        return next(self.parameters()).device
 
     def null_condition(self, batch: int, size: int | None = None) -> dict:
         """The classifier-free-guidance null condition: a uniform 0.5 grey image (0 in [-1, 1])."""
@@ -369,38 +346,17 @@ class DiffusersMVTeacher(nn.Module, MultiViewTeacher):
                              f"V={self.config.views.num_views}; got {list(vm.shape)}")
         return vm
 
-    def denoise(self, x_t: Tensor, t: Tensor | int, cond: dict, viewmats: Tensor | None = None) -> Tensor:
-        """x_t [B, V, 3, h, w] in the diffusion range; t int or [B] (0..T-1) -> the prediction
-        [B, V, 3, h, w] (float32) of `prediction_type` (`to_epsilon` / `to_x0` convert)."""
-        b, v = x_t.shape[:2]
-        if (v, *x_t.shape[2:]) != self.sample_shape:
+    def _check_sample(self, x_t: Tensor) -> None:
+        if (x_t.shape[1], *x_t.shape[2:]) != self.sample_shape:
             raise ValueError(f"x_t must be [B, {', '.join(map(str, self.sample_shape))}], got {list(x_t.shape)}")
-        x_t = x_t.to(self.device, self.dtype)
-        t = torch.as_tensor(t, device=self.device)
-        t = t.reshape(-1).expand(b) if t.numel() == 1 else t.reshape(b)
-        t = t.repeat_interleave(v)  # [B*V], view index fastest (b * V + v)
-        vm = self._viewmats_for(viewmats, b)
-        rays = ray_map(*pixel_rays(vm, self._ray_dirs), x_t.shape[-1]) if self.config.camera_rays else None
-        sample = condition_sample(x_t, cond["image"].to(x_t.dtype), rays)
-        cam = camera_input(vm.to(x_t.dtype))
-        ctx = repeat_tokens(cond["tokens"].to(x_t.dtype), v)
-        out = self.unet(sample, t, encoder_hidden_states=ctx, class_labels=cam).sample
-        return out.float().reshape(b, v, *out.shape[1:])
 
     def to_epsilon(self, pred: Tensor, x_t: Tensor, t: Tensor | int) -> Tensor:
-        """A `denoise` output -> the noise estimate epsilon (identity for epsilon prediction; for v:
-        eps = sqrt(a) v + sqrt(1 - a) x_t). pred, x_t [B, V, C, h, w]; t int or [B]."""
-        if self.prediction_type == "epsilon":
-            return pred
-        a = self._alpha_bar(t, x_t)
-        return a.sqrt() * pred + (1 - a).sqrt() * x_t
+        """A `denoise` output -> the noise estimate epsilon. pred, x_t [B, V, C, h, w]; t int or [B]."""
+        return prediction_to_epsilon(pred, x_t, self._alpha_bar(t, x_t), self.prediction_type)
 
     def to_x0(self, pred: Tensor, x_t: Tensor, t: Tensor | int) -> Tensor:
         """A `denoise` output -> the (unclipped) estimate of the clean sample x0 in [-1, 1] range."""
-        a = self._alpha_bar(t, x_t)
-        if self.prediction_type == "epsilon":
-            return (x_t - (1 - a).sqrt() * pred) / a.sqrt()
-        return a.sqrt() * x_t - (1 - a).sqrt() * pred
+        return prediction_to_x0(pred, x_t, self._alpha_bar(t, x_t), self.prediction_type)
 
     def _alpha_bar(self, t, like: Tensor) -> Tensor:
         t = torch.as_tensor(t, device=self.scheduler.alphas_cumprod.device).long().reshape(-1)
@@ -438,6 +394,9 @@ class DiffusersMVTeacher(nn.Module, MultiViewTeacher):
         without these two). Both are deterministic functions of the noise, so (noise, cond) -> views is
         still a function, as distillation needs.
 
+        Guidance mixes the two predictions, pred_u + g (pred_c - pred_u): for a fixed x_t every prediction type
+        is an affine function of epsilon, so this is the usual epsilon mix whatever the teacher predicts.
+
         Returns views [B, V, 3, h, w] in 0..1; with return_trajectory also a dict of
         timesteps [S] (long), states [S+1, B, V, 3, h, w] (x_t0 and the x after each step, in the [-1, 1]
         range) and pred_x0 [S, B, V, 3, h, w] (the clipped x0 estimate of each step).
@@ -454,11 +413,11 @@ class DiffusersMVTeacher(nn.Module, MultiViewTeacher):
         states, x0s = [x], []
         for t in sch.timesteps:
             if g != 1.0:
-                e_u, e_c = self.denoise(torch.cat([x, x]), t, both, vm2).chunk(2)
-                eps = e_u + g * (e_c - e_u)
+                p_u, p_c = self.denoise(torch.cat([x, x]), t, both, vm2).chunk(2)
+                pred = p_u + g * (p_c - p_u)
             else:
-                eps = self.denoise(x, t, cond, viewmats)
-            out = sch.step(eps, t, x, eta=0.0)
+                pred = self.denoise(x, t, cond, viewmats)
+            out = sch.step(pred, t, x, eta=0.0)
             x = out.prev_sample
             if return_trajectory:
                 states.append(x)
@@ -470,5 +429,234 @@ class DiffusersMVTeacher(nn.Module, MultiViewTeacher):
                        "pred_x0": torch.stack(x0s)}
 
 
-__all__ = ["DiffusersMVTeacher", "MultiViewAttnProcessor", "MultiViewTeacher", "TeacherConfig",
-           "TeacherImageEncoder", "default_scheduler", "set_multiview_attention"]
+# ---- the diffusers teacher ------------------------------------------------------------------------------------
+
+class DiffusersMVTeacher(DDIMTeacher):
+    """Pixel-space multi-view teacher built from diffusers parts (see the module docstring)."""
+
+    def __init__(self, unet: nn.Module, scheduler, image_encoder: nn.Module, config: TeacherConfig = TeacherConfig()):
+        if config.denoiser != "unet":
+            raise ValueError(f"DiffusersMVTeacher needs teacher.json denoiser 'unet', got {config.denoiser!r}")
+        super().__init__(scheduler, config)
+        ucfg = unet.config
+        cin = 2 * config.channels + (RAY_CHANNELS if config.camera_rays else 0)
+        if ucfg.in_channels != cin or ucfg.out_channels != config.channels:
+            raise ValueError(f"UNet must take {cin} channels and predict {config.channels}, got "
+                             f"{ucfg.in_channels} -> {ucfg.out_channels}")
+        if ucfg.sample_size != config.resolution:
+            raise ValueError(f"UNet sample_size {ucfg.sample_size} != teacher resolution {config.resolution}")
+        self.unet = unet
+        self.image_encoder = image_encoder
+        set_multiview_attention(self.unet, config.views.num_views)
+
+    # -- construction --
+    @classmethod
+    def from_unet_config(cls, unet_cfg: MVUNetConfig, config: TeacherConfig | None = None, seed: int | None = None):
+        """A randomly initialised teacher for `MVUNetConfig` `unet_cfg` (training starts here)."""
+        config = config or TeacherConfig(views=ViewSetConfig(num_views=unet_cfg.num_views),
+                                         resolution=unet_cfg.sample_size, camera_rays=unet_cfg.camera_rays)
+        if unet_cfg.num_views != config.views.num_views:
+            raise ValueError(f"unet num_views {unet_cfg.num_views} != view set {config.views.num_views}")
+        if unet_cfg.camera_rays != config.camera_rays:
+            raise ValueError(f"unet camera_rays {unet_cfg.camera_rays} != teacher.json camera_rays {config.camera_rays}")
+        if seed is not None:
+            torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**unet_cfg.to_diffusers_kwargs())
+        tok = ImageTokenizer.for_unet(unet_cfg)
+        enc = TeacherImageEncoder(tok.image_size, tok.patch_size, tok.dim)
+        return cls(unet, default_scheduler(config.prediction_type, unet_cfg.num_train_timesteps), enc, config)
+
+    @classmethod
+    def from_pretrained(cls, local_dir: str | os.PathLike, device: Any = "cpu",
+                        dtype: torch.dtype = torch.float32) -> "DiffusersMVTeacher":
+        """Load a teacher folder (unet/, scheduler/, image_encoder/, teacher.json) from disk; no network."""
+        root = Path(local_dir)
+        if not root.is_dir():
+            raise InputError(root, "teacher folder not found")
+        for sub in ("unet", "scheduler", "image_encoder"):
+            if not (root / sub / ("scheduler_config.json" if sub == "scheduler" else "config.json")).is_file():
+                raise InputError(root / sub, "missing: a teacher folder needs unet/, scheduler/, image_encoder/ "
+                                             "(diffusers save_pretrained) and teacher.json")
+        config = load_config(TeacherConfig, root / TEACHER_CONFIG_NAME)
+        if config.denoiser != "unet":
+            raise InputError(root / TEACHER_CONFIG_NAME, f"denoiser is {config.denoiser!r}: open it with load_teacher")
+        kw = dict(torch_dtype=dtype, use_safetensors=True, local_files_only=True)
+        try:
+            unet = UNet2DConditionModel.from_pretrained(root / "unet", **kw)
+            enc = TeacherImageEncoder.from_pretrained(root / "image_encoder", **kw)
+            scheduler = DDIMScheduler.from_pretrained(root / "scheduler", local_files_only=True)
+        except (OSError, ValueError, KeyError, RuntimeError) as e:
+            raise InputError(root, f"cannot load teacher: {str(e).splitlines()[0]}") from None
+        teacher = cls(unet, scheduler, enc, config)
+        return teacher.to(device).eval()
+
+    def save_pretrained(self, out_dir: str | os.PathLike, dtype: torch.dtype | None = torch.float16,
+                        max_shard_size: str = "10GB") -> Path:
+        """Write the teacher folder (weights cast to `dtype`, None = as they are). Overwrites its files."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        unet, enc = self.unet, self.image_encoder
+        if dtype is not None:
+            unet, enc = copy.deepcopy(unet).to(dtype), copy.deepcopy(enc).to(dtype)
+        unet.save_pretrained(out / "unet", safe_serialization=True, max_shard_size=max_shard_size)
+        enc.save_pretrained(out / "image_encoder", safe_serialization=True)
+        self.scheduler.save_pretrained(out / "scheduler")
+        save_config(self.config, out / TEACHER_CONFIG_NAME)
+        return out
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    def condition(self, image: Tensor) -> dict:
+        """image [B, 3, S, S] 0..1 -> {"image": [B, 3, S, S] 0..1, "tokens": [B, T, D]}."""
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"image must be [B, 3, S, S], got {list(image.shape)}")
+        image = image.to(self.device, self.dtype)
+        return {"image": image, "tokens": self.image_encoder(image)}
+
+    def denoise(self, x_t: Tensor, t: Tensor | int, cond: dict, viewmats: Tensor | None = None) -> Tensor:
+        """x_t [B, V, 3, h, w] in the diffusion range; t int or [B] (0..T-1) -> the prediction
+        [B, V, 3, h, w] (float32) of `prediction_type` (`to_epsilon` / `to_x0` convert)."""
+        b, v = x_t.shape[:2]
+        self._check_sample(x_t)
+        x_t = x_t.to(self.device, self.dtype)
+        t = torch.as_tensor(t, device=self.device)
+        t = t.reshape(-1).expand(b) if t.numel() == 1 else t.reshape(b)
+        t = t.repeat_interleave(v)  # [B*V], view index fastest (b * V + v)
+        vm = self._viewmats_for(viewmats, b)
+        rays = ray_map(*pixel_rays(vm, self._ray_dirs), x_t.shape[-1]) if self.config.camera_rays else None
+        sample = condition_sample(x_t, cond["image"].to(x_t.dtype), rays)
+        cam = camera_input(vm.to(x_t.dtype))
+        ctx = repeat_tokens(cond["tokens"].to(x_t.dtype), v)
+        out = self.unet(sample, t, encoder_hidden_states=ctx, class_labels=cam).sample
+        return out.float().reshape(b, v, *out.shape[1:])
+
+
+# ---- the teacher with a 3D prior ------------------------------------------------------------------------------
+
+DENOISER_DIR = "denoiser"
+
+
+class GaussianLiftTeacher(DDIMTeacher):
+    """Pixel-space multi-view teacher whose denoiser lifts the noisy views to 3D Gaussians and renders them.
+
+    denoise(x_t, t, cond) = 2 * render(PEPD(image, x_t, cameras, t), cameras) - 1: an x0 prediction
+    ("sample") of the V views that are renders of one set of Gaussians. The renderer is the distillation's
+    differentiable one (gsplat on CUDA, the reference rasteriser on CPU), composited on white.
+    """
+
+    def __init__(self, denoiser: nn.Module, scheduler, config: TeacherConfig):
+        if config.denoiser != "gaussians":
+            raise ValueError(f"GaussianLiftTeacher needs teacher.json denoiser 'gaussians', got {config.denoiser!r}")
+        super().__init__(scheduler, config)
+        pc = denoiser.config
+        if pc.views != config.views or pc.noise_size != config.resolution:
+            raise ValueError(f"the denoiser's view set/resolution ({pc.views}, {pc.noise_size}) differ from "
+                             f"teacher.json's ({config.views}, {config.resolution})")
+        if pc.unet.camera_rays != config.camera_rays:
+            raise ValueError(f"the denoiser's camera_rays {pc.unet.camera_rays} != teacher.json {config.camera_rays}")
+        self.denoiser = denoiser
+
+    # -- construction --
+    @classmethod
+    def from_pepd_config(cls, pepd_cfg, config: TeacherConfig | None = None, seed: int | None = None):
+        """A randomly initialised teacher whose denoiser is `PEPD(pepd_cfg)` (training starts here)."""
+        from dd3g_sdk.model.pepd import PEPD
+
+        config = config or TeacherConfig(views=pepd_cfg.views, resolution=pepd_cfg.noise_size,
+                                         prediction_type="sample", denoiser="gaussians",
+                                         camera_rays=pepd_cfg.unet.camera_rays)
+        if seed is not None:
+            torch.manual_seed(seed)
+        sched = default_scheduler("sample", pepd_cfg.unet.num_train_timesteps)
+        return cls(PEPD(pepd_cfg), sched, config)
+
+    @classmethod
+    def from_pretrained(cls, local_dir: str | os.PathLike, device: Any = "cpu",
+                        dtype: torch.dtype = torch.float32) -> "GaussianLiftTeacher":
+        """Load a folder of denoiser/ (PEPD), scheduler/ (diffusers) and teacher.json; no network, no pickle."""
+        from dd3g_sdk.model.pepd import PEPD
+
+        root = Path(local_dir)
+        if not root.is_dir():
+            raise InputError(root, "teacher folder not found")
+        config = load_config(TeacherConfig, root / TEACHER_CONFIG_NAME)
+        if config.denoiser != "gaussians":
+            raise InputError(root / TEACHER_CONFIG_NAME, f"denoiser is {config.denoiser!r}, not 'gaussians'")
+        if not (root / "scheduler" / "scheduler_config.json").is_file():
+            raise InputError(root / "scheduler", "missing: a teacher folder needs denoiser/, scheduler/ and teacher.json")
+        denoiser = PEPD.from_pretrained(root / DENOISER_DIR, dtype=dtype)
+        try:
+            scheduler = DDIMScheduler.from_pretrained(root / "scheduler", local_files_only=True)
+        except (OSError, ValueError, KeyError) as e:
+            raise InputError(root / "scheduler", f"cannot load the scheduler: {str(e).splitlines()[0]}") from None
+        try:
+            teacher = cls(denoiser, scheduler, config)
+        except ValueError as e:
+            raise InputError(root, str(e)) from None
+        return teacher.to(device).eval()
+
+    def save_pretrained(self, out_dir: str | os.PathLike, dtype: torch.dtype | None = torch.float16,
+                        max_shard_size: str = "10GB") -> Path:
+        """Write the teacher folder (denoiser weights cast to `dtype`, None = as they are). `max_shard_size` is
+        accepted for the common signature; the denoiser is one file."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self.denoiser.save_pretrained(out / DENOISER_DIR, dtype=dtype)
+        self.scheduler.save_pretrained(out / "scheduler")
+        save_config(self.config, out / TEACHER_CONFIG_NAME)
+        return out
+
+    # -- interface --
+    def condition(self, image: Tensor) -> dict:
+        """image [B, 3, S, S] 0..1 -> {"image": [B, 3, s, s] 0..1}, resized to the denoiser's input side s (the
+        denoiser encodes it at every step)."""
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"image must be [B, 3, S, S], got {list(image.shape)}")
+        image = image.to(self.device, self.dtype)
+        s = self.denoiser.config.image_size
+        if tuple(image.shape[-2:]) != (s, s):
+            image = F.interpolate(image, size=(s, s), mode="bilinear", antialias=True, align_corners=False)
+        return {"image": image}
+
+    def gaussians(self, x_t: Tensor, t: Tensor | int, cond: dict, viewmats: Tensor | None = None) -> dict:
+        """x_t [B, V, 3, h, w], t int or [B] -> the denoiser's Gaussians (PEPD's dict: means [B, N, 3], ...)."""
+        b = x_t.shape[0]
+        self._check_sample(x_t)
+        vm = self._viewmats_for(viewmats, b)
+        return self.denoiser(cond["image"], x_t.to(self.device), vm, timestep=t)
+
+    def render(self, gaussians: dict, viewmats: Tensor, Ks: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Gaussians of B objects at cameras viewmats [B, C, 4, 4] (Ks [B, C, 3, 3], None = the view set's
+        intrinsics) -> rgb [B, C, 3, h, w] on white 0..1, alpha [B, C, 1, h, w] (differentiable)."""
+        from .train import render_batch
+
+        b, c = viewmats.shape[:2]
+        if Ks is None:
+            Ks = self._Ks[:1].expand(b, c, 3, 3)
+        r = self.config.resolution
+        return render_batch(gaussians, viewmats.to(self.device), Ks.to(self.device), r, r)
+
+    def denoise(self, x_t: Tensor, t: Tensor | int, cond: dict, viewmats: Tensor | None = None) -> Tensor:
+        """x_t [B, V, 3, h, w] in the diffusion range; t int or [B] (0..T-1) -> x0 [B, V, 3, h, w] (float32,
+        in [-1, 1]): the renders of the denoiser's Gaussians at the V cameras."""
+        vm = self._viewmats_for(viewmats, x_t.shape[0])
+        rgb, _ = self.render(self.gaussians(x_t, t, cond, vm), vm)
+        return rgb.float() * 2.0 - 1.0
+
+
+def load_teacher_folder(local_dir: str | os.PathLike, device: Any = "cpu",
+                        dtype: torch.dtype = torch.float32) -> DDIMTeacher:
+    """Open a teacher folder of either kind (teacher.json's `denoiser` says which); eval mode."""
+    root = Path(local_dir)
+    if not root.is_dir():
+        raise InputError(root, "teacher folder not found")
+    config = load_config(TeacherConfig, root / TEACHER_CONFIG_NAME)
+    cls = GaussianLiftTeacher if config.denoiser == "gaussians" else DiffusersMVTeacher
+    return cls.from_pretrained(root, device, dtype)
+
+
+__all__ = ["DDIMTeacher", "DiffusersMVTeacher", "GaussianLiftTeacher", "MultiViewAttnProcessor", "MultiViewTeacher",
+           "TeacherConfig", "TeacherImageEncoder", "default_scheduler", "load_teacher_folder",
+           "prediction_to_epsilon", "prediction_to_x0", "set_multiview_attention"]

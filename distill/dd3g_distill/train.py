@@ -45,6 +45,7 @@ from torch import Tensor
 from dd3g_sdk._fileio import atomic_write_bytes, atomic_write_text
 from dd3g_sdk.config import from_dict, to_dict
 from dd3g_sdk.errors import InputError
+from dd3g_sdk.model.unet import load_matching
 
 from .evaluate import EvalConfig
 from .losses import LossConfig, depth_l1, draw_sds_noise, explicit_terms, sds_terms, sigmoid_ramp, teacher_mask
@@ -180,13 +181,13 @@ def pick_device(name: str | None = None) -> torch.device:
 
 
 def load_teacher(path: str | os.PathLike, device=None):
-    """The frozen teacher from a folder (diffusers layout + teacher.json), in eval mode, no gradients."""
-    from .teacher import DiffusersMVTeacher
+    """The frozen teacher from a folder (teacher.json + diffusers UNet or PEPD denoiser), eval mode, no gradients."""
+    from .teacher import load_teacher_folder
 
     p = Path(path)
     if not p.is_dir():
         raise InputError(p, "teacher folder not found")
-    teacher = DiffusersMVTeacher.from_pretrained(p)
+    teacher = load_teacher_folder(p)
     return freeze_teacher(teacher, device)
 
 
@@ -218,6 +219,9 @@ def alphas_cumprod_of(teacher) -> Tensor:
 
 def teacher_unet_state(teacher) -> tuple[dict, dict | None]:
     """(denoiser state_dict, image-encoder state_dict or None) of the teacher."""
+    pepd = getattr(teacher, "denoiser", None)
+    if pepd is not None:  # GaussianLiftTeacher: a PEPD, the same names as the student's
+        return pepd.unet.state_dict(), pepd.image_encoder.state_dict()
     unet = getattr(teacher, "unet")
     enc = getattr(teacher, "image_encoder", None)
     if enc is None:
@@ -347,6 +351,14 @@ def build_model(cfg: DistillConfig, teacher=None, seed: int = 0):
             raise InputError(cfg.teacher, "representation alignment loaded no tensor: the teacher's denoiser "
                                           f"does not match the PEPD preset {cfg.model!r}")
         info = {"loaded": len(loaded), "skipped": len(skipped), "skipped_names": skipped[:10]}
+        pepd = getattr(teacher, "denoiser", None)
+        if pepd is not None:
+            # A teacher with a 3D prior is itself a PEPD: Phase 2 (fusion, decoder, heads) starts from it too, so
+            # the student starts as the teacher's first ODE step and learns the rest of the trajectory.
+            rest = {k: v.float().cpu() for k, v in pepd.state_dict().items()
+                    if not k.startswith(("unet.", "image_encoder."))}
+            lo, sk = load_matching(model, rest)
+            info.update(loaded=info["loaded"] + len(lo), skipped=info["skipped"] + len(sk), phase2_loaded=len(lo))
     return model, info
 
 

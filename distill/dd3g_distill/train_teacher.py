@@ -10,7 +10,10 @@ from a generator seeded by (seed, step), so a run resumed from a checkpoint take
 uninterrupted run would have taken.
 
 Target: epsilon (the project's default) or v (`prediction_type: "v_prediction"`, which keeps the x0
-estimate well conditioned at the high-noise end; see the teacher card).
+estimate well conditioned at the high-noise end; see the teacher card). With `denoiser: "gaussians"` the teacher
+is a `GaussianLiftTeacher` (a PEPD that lifts x_t to 3D Gaussians): the target is x0 (`prediction_type: "sample"`),
+and the same Gaussians are also rendered at `extra_views` more cameras per object and compared with the ground
+truth there, so that the denoiser learns 3D, not only the V views (the cache then holds V + extra_views views).
 
 Optimisation: AdamW, linear warm-up then cosine decay to `lr_min_ratio` at `max_steps`, gradient clipping,
 bf16 autocast on CUDA (fp32 on CPU), EMA of the weights (the EMA is what gets exported). Classifier-free
@@ -45,8 +48,8 @@ from dd3g_sdk.cameras import ViewSetConfig
 from dd3g_sdk.config import from_dict, load_config, save_config, to_dict
 from dd3g_sdk.errors import InputError
 
-from .data.world import RenderConfig, composite_white, object_spec, render_views
-from .teacher import DiffusersMVTeacher, TeacherConfig
+from .data.world import RenderConfig, composite_white, object_spec, render
+from .teacher import DiffusersMVTeacher, GaussianLiftTeacher, TeacherConfig, load_teacher_folder
 
 
 @dataclass(frozen=True)
@@ -80,15 +83,28 @@ class TrainConfig:
     ckpt_every: int = 1000
     keep_checkpoints: int = 2
     guidance_scale: float = 1.0  # written into teacher.json as ode()'s default
-    prediction_type: str = "epsilon"  # or "v_prediction" (v = sqrt(a) eps - sqrt(1 - a) x0)
+    prediction_type: str = "epsilon"  # or "v_prediction" (v = sqrt(a) eps - sqrt(1 - a) x0); "sample" for gaussians
+    # "unet" (DiffusersMVTeacher) or "gaussians" (GaussianLiftTeacher: the denoiser is PEPD of `unet_preset`)
+    denoiser: str = "unet"
+    extra_views: int = 0  # gaussians only: ground truth at this many more cameras supervises the same Gaussians
+    extra_elevations_deg: tuple[float, ...] = (40.0, 0.0)  # the extra cameras' elevations, in turn
 
     def __post_init__(self) -> None:
         for name in ("num_objects", "batch_size", "max_steps", "log_every", "val_every", "ckpt_every",
                      "keep_checkpoints", "render_supersample", "render_chunk", "num_val_objects"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        if self.prediction_type not in ("epsilon", "v_prediction"):
-            raise ValueError(f"prediction_type must be epsilon or v_prediction, got {self.prediction_type!r}")
+        if self.denoiser not in ("unet", "gaussians"):
+            raise ValueError(f"denoiser must be 'unet' or 'gaussians', got {self.denoiser!r}")
+        allowed = ("sample",) if self.denoiser == "gaussians" else ("epsilon", "v_prediction")
+        if self.prediction_type not in allowed:
+            raise ValueError(f"a {self.denoiser!r} teacher trains on {' or '.join(allowed)}, got "
+                             f"{self.prediction_type!r}")
+        if self.extra_views < 0 or (self.extra_views and self.denoiser != "gaussians"):
+            raise ValueError("extra_views must be >= 0, and > 0 only for denoiser 'gaussians' (a UNet renders no "
+                             "other camera)")
+        if self.extra_views and not self.extra_elevations_deg:
+            raise ValueError("extra_views needs at least one entry in extra_elevations_deg")
         if not 0 <= self.cond_drop_prob < 1 or not 0 <= self.ema_decay < 1 or self.lr <= 0:
             raise ValueError("need 0 <= cond_drop_prob < 1, 0 <= ema_decay < 1, lr > 0")
         if not self.unet_width > 0:
@@ -112,6 +128,23 @@ class TrainConfig:
             u = replace(u, block_out_channels=tuple(scaled(c) for c in u.block_out_channels),
                         cross_attention_dim=scaled(u.cross_attention_dim))
         return u
+
+    def pepd_config(self):
+        """The denoiser of a "gaussians" teacher: PEPD of `unet_preset` with this UNet and view set."""
+        from dd3g_sdk.model.pepd import PEPDConfig
+
+        u = self.unet_config()
+        return replace(PEPDConfig.preset(self.unet_preset), unet=u, views=self.views, noise_size=u.sample_size)
+
+    def extra_cameras(self, size: int) -> list:
+        """The `extra_views` supervision cameras: azimuths 180 / V + 360 k / E (the first halfway between views 0
+        and 1), elevations taken from `extra_elevations_deg` in turn; the view set's radius and fov."""
+        from dd3g_sdk.cameras import orbit_camera
+
+        v, e = self.views, self.extra_views
+        elev = self.extra_elevations_deg
+        return [orbit_camera(180.0 / v.num_views + 360.0 * k / e, elev[k % len(elev)], v.radius, v.fov_deg, size, size)
+                for k in range(e)]
 
 
 # ---- TensorBoard event files without the tensorboard package -------------------------------------------------
@@ -189,15 +222,20 @@ class EventWriter:
 # ---- data -----------------------------------------------------------------------------------------------------
 
 def render_cache(split: str, count: int, size: int, views: ViewSetConfig, supersample: int, chunk: int,
-                 device, progress: bool = False) -> torch.Tensor:
-    """Objects 0..count-1 of `split`, V views on white -> uint8 [count, V, 3, size, size] on `device`."""
+                 device, progress: bool = False, extra: Sequence = ()) -> torch.Tensor:
+    """Objects 0..count-1 of `split`, V views (then the `extra` cameras) on white -> uint8
+    [count, V + len(extra), 3, size, size] on `device`."""
     from tqdm import tqdm
 
-    out = torch.empty((count, views.num_views, 3, size, size), dtype=torch.uint8, device=device)
+    from dd3g_sdk.cameras import stack_intrinsics, stack_viewmats
+
+    cams = views.cameras(size, size) + list(extra)
+    vm, K = stack_viewmats(cams), stack_intrinsics(cams)
+    out = torch.empty((count, len(cams), 3, size, size), dtype=torch.uint8, device=device)
     cfg = RenderConfig(supersample=supersample)
     for i in tqdm(range(0, count, chunk), disable=not progress, desc=f"render {split} cache", mininterval=5):
         specs = [object_spec(split, k) for k in range(i, min(i + chunk, count))]
-        img = composite_white(render_views(specs, size, views, cfg, device).rgba)
+        img = composite_white(render(specs, vm, K, size, size, cfg, device).rgba)
         out[i:i + len(specs)] = (img.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
     return out
 
@@ -216,8 +254,11 @@ class TeacherTrainer:
         self.device = torch.device(device)
         ucfg = cfg.unet_config()
         tcfg = TeacherConfig(views=cfg.views, resolution=ucfg.sample_size, guidance_scale=cfg.guidance_scale,
-                             prediction_type=cfg.prediction_type, camera_rays=ucfg.camera_rays)
-        self.teacher = DiffusersMVTeacher.from_unet_config(ucfg, tcfg, seed=cfg.seed).to(self.device)
+                             prediction_type=cfg.prediction_type, camera_rays=ucfg.camera_rays, denoiser=cfg.denoiser)
+        if cfg.denoiser == "gaussians":
+            self.teacher = GaussianLiftTeacher.from_pepd_config(cfg.pepd_config(), tcfg, seed=cfg.seed).to(self.device)
+        else:
+            self.teacher = DiffusersMVTeacher.from_unet_config(ucfg, tcfg, seed=cfg.seed).to(self.device)
         self.teacher.train()
         self.params = [p for p in self.teacher.parameters() if p.requires_grad]
         self.ema = [p.detach().clone().float() for p in self.params]
@@ -231,10 +272,17 @@ class TeacherTrainer:
         self.elapsed_s = 0.0
         self.initialised_from: str | None = None  # a teacher folder the weights started from (`init_from`)
         res = ucfg.sample_size
+        extra = cfg.extra_cameras(res) if cfg.extra_views else []
         self.data = render_cache("train", cfg.num_objects, res, cfg.views, cfg.render_supersample,
-                                 cfg.render_chunk, self.device, progress)
+                                 cfg.render_chunk, self.device, progress, extra)
         self.val_data = render_cache("val", cfg.num_val_objects, res, cfg.views, cfg.render_supersample,
-                                     cfg.render_chunk, self.device, progress)
+                                     cfg.render_chunk, self.device, progress, extra)
+        # the cameras a "gaussians" teacher is supervised at: [V + E, 4, 4] and [V + E, 3, 3], the view set's first
+        from dd3g_sdk.cameras import stack_intrinsics, stack_viewmats
+
+        cams = cfg.views.cameras(res, res) + extra
+        self.all_viewmats = torch.from_numpy(stack_viewmats(cams)).to(self.device)
+        self.all_Ks = torch.from_numpy(stack_intrinsics(cams)).to(self.device)
         self.alphas_cumprod = self.teacher.scheduler.alphas_cumprod.to(self.device, torch.float32)
         self._val_batch = self._make_batch(self.val_data, cfg.seed + 7_777_777, drop=False)
         self.use_amp = cfg.bf16 and self.device.type == "cuda"
@@ -249,14 +297,16 @@ class TeacherTrainer:
         g = self._generator(seed)
         b = min(self.cfg.batch_size, data.shape[0])
         idx = torch.randint(0, data.shape[0], (b,), device=self.device, generator=g)
-        views = _to_float(data[idx])  # [B, V, 3, h, w] 0..1
+        views = _to_float(data[idx])  # [B, V (+E), 3, h, w] 0..1
         t = torch.randint(0, self.teacher.num_train_timesteps, (b,), device=self.device, generator=g)
-        noise = torch.randn(views.shape, device=self.device, generator=g)
+        V = self.cfg.views.num_views
+        noise = torch.randn(views[:, :V].shape, device=self.device, generator=g)
         cond_img = views[:, 0].clone()
         if drop and self.cfg.cond_drop_prob > 0:
             dropped = torch.rand(b, device=self.device, generator=g) < self.cfg.cond_drop_prob
             cond_img[dropped] = 0.5  # the null condition (TeacherConfig / DiffusersMVTeacher.null_condition)
-        return {"x0": views * 2 - 1, "t": t, "noise": noise, "cond_image": cond_img}
+        return {"x0": views[:, :V] * 2 - 1, "extra_x0": views[:, V:] * 2 - 1, "t": t, "noise": noise,
+                "cond_image": cond_img}
 
     def batch_for_step(self, step: int) -> dict:
         """The batch of training step `step` (a pure function of the seed, the step and the cache)."""
@@ -266,12 +316,24 @@ class TeacherTrainer:
     def loss(self, batch: dict) -> torch.Tensor:
         a = self.alphas_cumprod[batch["t"]].view(-1, 1, 1, 1, 1)
         x_t = a.sqrt() * batch["x0"] + (1 - a).sqrt() * batch["noise"]
+        if self.cfg.denoiser == "gaussians":
+            return self._gaussian_loss(batch, x_t)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
             cond = self.teacher.condition(batch["cond_image"])
             pred = self.teacher.denoise(x_t, batch["t"], cond)
         target = batch["noise"] if self.cfg.prediction_type == "epsilon" else \
             a.sqrt() * batch["noise"] - (1 - a).sqrt() * batch["x0"]
         return torch.nn.functional.mse_loss(pred.float(), target)
+
+    def _gaussian_loss(self, batch: dict, x_t: torch.Tensor) -> torch.Tensor:
+        """x0 loss of a GaussianLiftTeacher: MSE in the [-1, 1] range between the renders of the Gaussians it
+        lifts from x_t and the ground truth, at the V cameras and the extra ones together."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp):
+            cond = self.teacher.condition(batch["cond_image"])
+            g = self.teacher.gaussians(x_t, batch["t"], cond)
+        b = x_t.shape[0]
+        rgb, _ = self.teacher.render(g, self.all_viewmats.expand(b, -1, -1, -1), self.all_Ks.expand(b, -1, -1, -1))
+        return torch.nn.functional.mse_loss(rgb.float() * 2 - 1, torch.cat([batch["x0"], batch["extra_x0"]], 1))
 
     def lr_at(self, step: int) -> float:
         c = self.cfg
@@ -369,7 +431,7 @@ class TeacherTrainer:
         For continuing a committed teacher whose training checkpoint is gone (only the fp16 EMA is kept):
         the config must build the same network (same parameter names and shapes).
         """
-        src = DiffusersMVTeacher.from_pretrained(teacher_dir)
+        src = load_teacher_folder(teacher_dir)
         if src.prediction_type != self.teacher.prediction_type:
             raise InputError(teacher_dir, f"teacher predicts {src.prediction_type}, the config says "
                                           f"{self.teacher.prediction_type}")

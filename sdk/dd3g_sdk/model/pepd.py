@@ -336,10 +336,14 @@ class PEPD(nn.Module):
         x = x.reshape(-1, V, n, n, p, p, k, channels).permute(0, 1, 2, 4, 3, 5, 6, 7)
         return x.reshape(-1, V, cfg.noise_size ** 2, k, channels)
 
-    def forward(self, image: Tensor, noise: Tensor, viewmats: Tensor | None = None) -> dict[str, Tensor]:
+    def forward(self, image: Tensor, noise: Tensor, viewmats: Tensor | None = None,
+                timestep: Tensor | int | None = None) -> dict[str, Tensor]:
         """image [B, 3, S, S] in 0..1, noise [B, V, 3, h, w] (the teacher's initial noise), viewmats
         [B, V, 4, 4] world-to-camera or None (the config's view set) -> dict of float32 tensors:
-        means [B, N, 3], scales [B, N, 3], quats [B, N, 4] (wxyz), opacities [B, N], sh [B, N, K, 3]."""
+        means [B, N, 3], scales [B, N, 3], quats [B, N, 4] (wxyz), opacities [B, N], sh [B, N, K, 3].
+
+        `timestep` (int or [B], 0..T-1) is for PEPD used as a denoiser (`GaussianLiftTeacher`: `noise` is then the
+        noisy views x_t); None is the student's fixed t = T-1."""
         cfg = self.config
         V, h, p = cfg.num_views, cfg.noise_size, cfg.patch_size
         # shapes are static when tracing for export (only the batch is dynamic): check them eagerly only
@@ -357,7 +361,12 @@ class PEPD(nn.Module):
         tokens = self.image_encoder(image)  # [B, T, D]
         rays = ray_map(*self.camera_rays(viewmats), h).to(dtype) if cfg.unet.camera_rays else None
         sample = condition_sample(noise, image, rays)  # [B*V, 6 (+6 rays), h, h]
-        eps, feats = self.unet(sample, self.timestep, repeat_tokens(tokens, V), camera_input(viewmats).to(dtype),
+        if timestep is None:
+            t = self.timestep
+        else:  # one timestep per object -> per view (b * V + v), as the UNet sees the views
+            t = torch.as_tensor(timestep, device=image.device).float().reshape(-1)
+            t = t.expand(image.shape[0]).repeat_interleave(V) if t.numel() == 1 else t.repeat_interleave(V)
+        eps, feats = self.unet(sample, t, repeat_tokens(tokens, V), camera_input(viewmats).to(dtype),
                                return_features=True)
 
         # fusion: pixel features -> Gaussian tokens (+ view, position); image tokens -> decoder context
