@@ -40,6 +40,7 @@
 #include <cub/device/device_scan.cuh>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 
@@ -184,8 +185,25 @@ int validate(const dd3g_raster_config* cfg) {
     return DD3G_SUCCESS;
 }
 
-// CUB temp bytes of the three device-wide operations, at their largest sizes.
+// A device-independent upper bound of cub_temp_bytes for `n` items (the larger of CN and capacity), used only
+// where no CUDA device answers CUB's query: TensorRT builds engines ahead of time on hosts without a GPU (verified
+// with TensorRT-RTX 1.7.1 on a CPU-only machine, 2026-11-27), and a workspace of 0 there would give an engine that
+// fails at run time. What CUB's radix sort and scan keep beside the caller's double buffers is per-tile state
+// (lookback: 256 digits x 8 bytes per tile of >= 256 items, i.e. <= 8 bytes per item; scan tile status <= 16 bytes
+// per 128-item tile) plus per-pass digit histograms (< 64 KiB); 32 bytes per item + 1 MiB covers all of it with
+// room to spare. Not yet compared with CUB's answer on a GPU (cuda/tests: test_workspace_bound_covers_cub).
+size_t cub_temp_bound(int64_t n) { return (size_t)(32 * std::max<int64_t>(n, 0)) + ((size_t)1 << 20); }
+
+// CUB temp bytes of the three device-wide operations, at their largest sizes. DD3G_RASTER_WORKSPACE_BOUND=1 (or no
+// CUDA device) answers with cub_temp_bound instead.
 int cub_temp_bytes(const Plan& p, size_t* out) {
+    int devices = 0;
+    const char* force = std::getenv("DD3G_RASTER_WORKSPACE_BOUND");
+    if ((force && force[0] == '1') || cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+        cudaGetLastError();  // clear the sticky "no device" error of the count query
+        *out = cub_temp_bound(std::max<int64_t>(p.CN, p.capacity));
+        return DD3G_SUCCESS;
+    }
     size_t a = 0, b = 0, c = 0;
     if (p.CN > 0) {
         cub::DoubleBuffer<uint32_t> k(nullptr, nullptr), v(nullptr, nullptr);

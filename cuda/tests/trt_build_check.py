@@ -9,6 +9,7 @@ Prints one line "REPORT {json}" at the end.
 """
 import json
 import logging
+import os
 import sys
 
 import numpy as np
@@ -20,6 +21,11 @@ from dd3g_export import plugin as P  # noqa: E402
 
 mode = sys.argv[1]
 print("tensorrt_rtx", trt.__version__, "mode", mode, flush=True)
+# without this link a plugin node aborts the process inside the parser (DD3G_RTX_NO_LINK=1 shows it)
+if os.environ.get("DD3G_RTX_NO_LINK", "") in ("", "0"):
+    from dd3g_sdk.backends.tensorrt_backend import ensure_rtx_core_link  # noqa: E402
+
+    print("rtx core link", ensure_rtx_core_link(), flush=True)
 
 
 def identity_classes():

@@ -104,6 +104,11 @@ def main() -> None:
                                 ". .gpu/install.sh after the two TensorRT-RTX part transfers (.gpu/README.md)")
         finish(mode, report, 2)
     report["module"] = trt.__name__
+    # without this link a plugin node aborts the process inside the parser (DD3G_RTX_NO_LINK=1 shows it)
+    if os.environ.get("DD3G_RTX_NO_LINK", "") in ("", "0"):
+        from dd3g_sdk.backends.tensorrt_backend import ensure_rtx_core_link
+
+        report["rtx_core_link"] = str(ensure_rtx_core_link())
     report["version"] = getattr(trt, "__version__", "?")
     step(f"tensorrt_rtx {report['version']} mode {mode}")
     logging.basicConfig(level=logging.INFO, stream=sys.stdout)

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from dd3g_sdk._fileio import atomic_write, check_writable_target
 from dd3g_sdk.backends.tensorrt_backend import (GpuInfo, TensorRTModule, current_gpu, detect_tensorrt,
-                                                file_sha256, sidecar_path)
+                                                ensure_rtx_core_link, file_sha256, sidecar_path)
 from dd3g_sdk.errors import InputError
 from dd3g_sdk.onnx_meta import parse_metadata, read_onnx_metadata
 
@@ -191,6 +191,8 @@ def to_engine(onnx_path: str | os.PathLike, out: str | os.PathLike, cfg: EngineC
     precision = cfg.precision or info.precision
     gpu = _gpu()
     log.info("dd3g export: building a %s engine with %s", precision, trt.label)
+    if trt.flavour == "tensorrt-rtx" and _trt is None:
+        ensure_rtx_core_link()  # else a plugin node kills the process inside the parser (see its docstring)
 
     t0 = time.perf_counter()
     logger = m.Logger(m.Logger.WARNING)

@@ -153,6 +153,40 @@ print("ok")
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
 
 
+def test_workspace_query_without_a_device_uses_the_bound(built_lib, tmp_path):
+    """TensorRT builds engines ahead of time on hosts without a GPU, where CUB's temp-size query fails: the library
+    then answers with its device-independent bound (cub_temp_bound: 32 bytes an item + 1 MiB beside the fixed
+    buffers), the same answer that DD3G_RASTER_WORKSPACE_BOUND=1 forces; the GPU test test_workspace_bound_covers_cub
+    checks the bound against CUB's real answer."""
+    script = tmp_path / "probe.py"
+    script.write_text(f"""
+import os, sys
+sys.path.insert(0, {str(ROOT / 'sdk')!r})
+from dd3g_sdk.render import cuda as rc
+lib = rc.RasterLibrary({str(built_lib)!r})
+sizes = {{}}
+for n, cap in ((1000, 1 << 16), (1000, 1 << 20), (100000, 1 << 20)):
+    cfg = lib.make_config(n, 1, 64, 64, 1, "float32", cap)
+    os.environ.pop("DD3G_RASTER_WORKSPACE_BOUND", None)
+    free = lib.workspace_size(cfg)
+    os.environ["DD3G_RASTER_WORKSPACE_BOUND"] = "1"
+    forced = lib.workspace_size(cfg)
+    assert free == forced, (n, cap, free, forced)
+    sizes[(n, cap)] = free
+# the bound grows by 32 bytes per intersection slot more than the buffers alone (what CUB would get)
+grow = sizes[(1000, 1 << 20)] - sizes[(1000, 1 << 16)]
+assert grow >= 32 * ((1 << 20) - (1 << 16)), grow
+assert sizes[(100000, 1 << 20)] > sizes[(1000, 1 << 20)]
+print("ok")
+""")
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the query asks CUB (test_workspace_bound_covers_cub)")
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
+
+
 def test_find_library_order(built_lib, monkeypatch, tmp_path):
     from dd3g_sdk.render import cuda as rc
 

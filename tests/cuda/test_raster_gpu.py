@@ -416,3 +416,19 @@ def test_log2_blend_matches_the_written_form(torch, lib, n):
     assert solid.any()
     rel = ((a[2] - b[2]).abs() / b[2].abs().clamp_min(1e-6))[solid]
     assert float(rel.max()) <= 1e-3
+
+
+@pytest.mark.parametrize("n,c,side", [(1, 1, 64), (4096, 2, 256), (65536, 1, 512), (1_000_000, 8, 1024)])
+def test_workspace_bound_covers_cub(lib, monkeypatch, n, c, side):
+    """Where no CUDA device answers CUB's query (TensorRT building an engine ahead of time on a host without a GPU),
+    the workspace size comes from a device-independent bound (cub_temp_bound in dd3g_raster.cu); that bound must
+    cover what CUB asks for on a real GPU. DD3G_RASTER_WORKSPACE_BOUND=1 forces the bound."""
+    from dd3g_sdk.render import cuda as rc
+
+    cfg = lib.make_config(n, c, side, side, 16, "float32", max(65536, 64 * n * c), rc.RasterOptions())
+    monkeypatch.delenv("DD3G_RASTER_WORKSPACE_BOUND", raising=False)
+    real = lib.workspace_size(cfg)
+    monkeypatch.setenv("DD3G_RASTER_WORKSPACE_BOUND", "1")
+    bound = lib.workspace_size(cfg)
+    assert bound >= real, (bound, real)
+    assert bound <= 4 * real + (4 << 20), (bound, real)  # a bound, not a blank cheque

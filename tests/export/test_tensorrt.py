@@ -236,3 +236,33 @@ def test_backend_without_tensorrt_installed(tmp_path, monkeypatch):
     with pytest.raises(InputError, match=r"TensorRT-RTX 1\.7\.1\.116 \(module tensorrt_rtx_bindings\), which is not "
                                          "installed"):
         TensorRTBackend(path, _cuda=FakeCudart())
+
+
+# ---- TensorRT-RTX's parser and the unversioned core library ------------------------------------------------------
+
+def test_rtx_core_link(tmp_path):
+    """ensure_rtx_core_link adds libtensorrt_rtx.so -> libtensorrt_rtx.so.1 beside the parser (without it TensorRT-RTX
+    1.7.1 aborts on every plugin node: benchmarks/results/trt_rtx_plugin_build_cpu.json), keeps an existing one, does
+    nothing where there is no core library, and names the folder when it cannot write there."""
+    import os
+
+    from dd3g_sdk.backends.tensorrt_backend import RTX_CORE_SONAME, RTX_CORE_UNVERSIONED, ensure_rtx_core_link
+
+    assert ensure_rtx_core_link(tmp_path) is None  # no TensorRT-RTX libraries here: nothing to do
+    (tmp_path / RTX_CORE_SONAME).write_bytes(b"\x7fELF core")
+    link = ensure_rtx_core_link(tmp_path)
+    assert link == tmp_path / RTX_CORE_UNVERSIONED and link.is_symlink()
+    assert os.readlink(link) == RTX_CORE_SONAME  # relative: the folder can move
+    assert link.read_bytes() == b"\x7fELF core"
+    assert ensure_rtx_core_link(tmp_path) == link and sorted(p.name for p in tmp_path.iterdir()) == [
+        RTX_CORE_UNVERSIONED, RTX_CORE_SONAME]  # idempotent, no temporary left behind
+
+    # a folder where the link cannot be made (here: its temporary name is taken by a folder; the same path as a
+    # read-only site-packages, which a root user cannot reproduce): InputError with the command that fixes it
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / RTX_CORE_SONAME).write_bytes(b"core")
+    (bad / f".{RTX_CORE_UNVERSIONED}.{os.getpid()}.tmp").mkdir()
+    with pytest.raises(InputError, match="ln -s"):
+        ensure_rtx_core_link(bad)
+    assert not (bad / RTX_CORE_UNVERSIONED).exists()

@@ -121,6 +121,49 @@ def detect_tensorrt(prefer: str | None = None,
                       "(`tensorrt_rtx_bindings`). Tried: " + "; ".join(problems))
 
 
+RTX_CORE_SONAME = "libtensorrt_rtx.so.1"
+RTX_CORE_UNVERSIONED = "libtensorrt_rtx.so"
+
+
+def ensure_rtx_core_link(libs_dir: str | os.PathLike | None = None) -> Path | None:
+    """Make TensorRT-RTX's ONNX parser able to import plugin nodes; returns the link's path (None: no TensorRT-RTX
+    libraries found, nothing to do).
+
+    Why: TensorRT-RTX 1.7.1's ONNX parser (libtensorrt_onnxparser_rtx.so.1) reaches the builder's plugin entry
+    point through dlopen("libtensorrt_rtx.so") - the unversioned name - when a node is a plugin. The pip wheel
+    tensorrt-rtx-cu13-libs ships only libtensorrt_rtx.so.1, so that dlopen fails, the parser throws inside a
+    noexcept path, and the process dies with "terminate called without an active exception" right after
+    "Successfully created plugin". The parser's RUNPATH is $ORIGIN, so a link libtensorrt_rtx.so ->
+    libtensorrt_rtx.so.1 beside it is enough (found 2026-11-27 with gdb; LD_LIBRARY_PATH set after start-up
+    cannot help, as the loader reads it once). `libs_dir` defaults to the `tensorrt_rtx_libs` package's folder.
+    InputError naming the folder when the link is missing and cannot be written there.
+    """
+    if libs_dir is None:
+        import importlib.util
+
+        spec = importlib.util.find_spec("tensorrt_rtx_libs")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        libs_dir = next(iter(spec.submodule_search_locations))
+    d = Path(libs_dir)
+    core, link = d / RTX_CORE_SONAME, d / RTX_CORE_UNVERSIONED
+    if not core.is_file():
+        return None
+    if link.exists():
+        return link
+    tmp = d / f".{RTX_CORE_UNVERSIONED}.{os.getpid()}.tmp"
+    try:
+        if tmp.is_symlink():
+            tmp.unlink()
+        tmp.symlink_to(RTX_CORE_SONAME)
+        os.replace(tmp, link)  # atomic: two processes racing both end with the same link
+    except OSError as e:
+        raise InputError(d, f"TensorRT-RTX's parser needs {RTX_CORE_UNVERSIONED} -> {RTX_CORE_SONAME} here to import "
+                            f"plugin nodes and the link cannot be made ({e.strerror}); run: ln -s {RTX_CORE_SONAME} "
+                            f"{link}") from None
+    return link
+
+
 # ---- which GPU -------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class GpuInfo:
