@@ -188,11 +188,13 @@ int validate(const dd3g_raster_config* cfg) {
 // A device-independent upper bound of cub_temp_bytes for `n` items (the larger of CN and capacity), used only
 // where no CUDA device answers CUB's query: TensorRT builds engines ahead of time on hosts without a GPU (verified
 // with TensorRT-RTX 1.7.1 on a CPU-only machine, 2026-11-27), and a workspace of 0 there would give an engine that
-// fails at run time. What CUB's radix sort and scan keep beside the caller's double buffers is per-tile state
-// (lookback: 256 digits x 8 bytes per tile of >= 256 items, i.e. <= 8 bytes per item; scan tile status <= 16 bytes
-// per 128-item tile) plus per-pass digit histograms (< 64 KiB); 32 bytes per item + 1 MiB covers all of it with
-// room to spare. Not yet compared with CUB's answer on a GPU (cuda/tests: test_workspace_bound_covers_cub).
-size_t cub_temp_bound(int64_t n) { return (size_t)(32 * std::max<int64_t>(n, 0)) + ((size_t)1 << 20); }
+// fails at run time. From CCCL's allocation_sizes (CUDA 13.0, dispatch_radix_sort.cuh, dispatch_scan.cuh), with the
+// caller's DoubleBuffers (no extra key/value buffers): onesweep lookback = blocks x 256 digits x 4 B with tiles of
+// >= 256 items (<= 4 B an item), bins and counters < 64 KiB; the upsweep/downsweep spine = (grid x digits + tile) x
+// 4 B with grid <= tiles + 1 (<= 4 B an item + a tile); the scan's tile status <= 16 B per tile of >= 128 items;
+// 256-byte alignment of each piece. 8 B an item + 1 MiB covers their maximum with room to spare.
+// GPU check: tests/cuda/test_raster_gpu.py::test_workspace_bound_covers_cub (written, not yet run on a GPU).
+size_t cub_temp_bound(int64_t n) { return (size_t)(8 * std::max<int64_t>(n, 0)) + ((size_t)1 << 20); }
 
 // CUB temp bytes of the three device-wide operations, at their largest sizes. DD3G_RASTER_WORKSPACE_BOUND=1 (or no
 // CUDA device) answers with cub_temp_bound instead.
