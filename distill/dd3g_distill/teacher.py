@@ -230,6 +230,15 @@ class TeacherImageEncoder(ModelMixin, ConfigMixin):
 
 # ---- config ---------------------------------------------------------------------------------------------------
 
+def check_denoiser(denoiser: str, prediction_type: str) -> None:
+    """ValueError unless `denoiser` is "unet" (predicting epsilon or v) or "gaussians" (predicting the sample)."""
+    if denoiser not in ("unet", "gaussians"):
+        raise ValueError(f"denoiser must be 'unet' or 'gaussians', got {denoiser!r}")
+    allowed = ("sample",) if denoiser == "gaussians" else ("epsilon", "v_prediction")
+    if prediction_type not in allowed:
+        raise ValueError(f"a {denoiser!r} teacher predicts {' or '.join(allowed)}, got {prediction_type!r}")
+
+
 @dataclass(frozen=True)
 class TeacherConfig:
     """`teacher.json`. resolution = h = w of the views (pixels); guidance_scale = `ode`'s default."""
@@ -255,12 +264,7 @@ class TeacherConfig:
     def __post_init__(self) -> None:
         if self.kind != TEACHER_KIND:
             raise ValueError(f"kind must be {TEACHER_KIND!r}, got {self.kind!r}")
-        if self.denoiser not in ("unet", "gaussians"):
-            raise ValueError(f"denoiser must be 'unet' or 'gaussians', got {self.denoiser!r}")
-        allowed = ("sample",) if self.denoiser == "gaussians" else ("epsilon", "v_prediction")
-        if self.prediction_type not in allowed:
-            raise ValueError(f"a {self.denoiser!r} teacher predicts {' or '.join(allowed)}, got "
-                             f"{self.prediction_type!r}")
+        check_denoiser(self.denoiser, self.prediction_type)
         if self.sample_space != "pixels":
             raise ValueError("DiffusersMVTeacher supports sample_space 'pixels' only")
         if self.init_prior not in ("none", "white"):
@@ -504,10 +508,6 @@ class DiffusersMVTeacher(DDIMTeacher):
         save_config(self.config, out / TEACHER_CONFIG_NAME)
         return out
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
-
     def condition(self, image: Tensor) -> dict:
         """image [B, 3, S, S] 0..1 -> {"image": [B, 3, S, S] 0..1, "tokens": [B, T, D]}."""
         if image.ndim != 4 or image.shape[1] != 3:
@@ -658,5 +658,5 @@ def load_teacher_folder(local_dir: str | os.PathLike, device: Any = "cpu",
 
 
 __all__ = ["DDIMTeacher", "DiffusersMVTeacher", "GaussianLiftTeacher", "MultiViewAttnProcessor", "MultiViewTeacher",
-           "TeacherConfig", "TeacherImageEncoder", "default_scheduler", "load_teacher_folder",
+           "TeacherConfig", "TeacherImageEncoder", "check_denoiser", "default_scheduler", "load_teacher_folder",
            "prediction_to_epsilon", "prediction_to_x0", "set_multiview_attention"]

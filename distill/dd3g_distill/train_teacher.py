@@ -49,7 +49,7 @@ from dd3g_sdk.config import from_dict, load_config, save_config, to_dict
 from dd3g_sdk.errors import InputError
 
 from .data.world import RenderConfig, composite_white, object_spec, render
-from .teacher import DiffusersMVTeacher, GaussianLiftTeacher, TeacherConfig, load_teacher_folder
+from .teacher import DiffusersMVTeacher, GaussianLiftTeacher, TeacherConfig, check_denoiser, load_teacher_folder
 
 
 @dataclass(frozen=True)
@@ -94,12 +94,7 @@ class TrainConfig:
                      "keep_checkpoints", "render_supersample", "render_chunk", "num_val_objects"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        if self.denoiser not in ("unet", "gaussians"):
-            raise ValueError(f"denoiser must be 'unet' or 'gaussians', got {self.denoiser!r}")
-        allowed = ("sample",) if self.denoiser == "gaussians" else ("epsilon", "v_prediction")
-        if self.prediction_type not in allowed:
-            raise ValueError(f"a {self.denoiser!r} teacher trains on {' or '.join(allowed)}, got "
-                             f"{self.prediction_type!r}")
+        check_denoiser(self.denoiser, self.prediction_type)
         if self.extra_views < 0 or (self.extra_views and self.denoiser != "gaussians"):
             raise ValueError("extra_views must be >= 0, and > 0 only for denoiser 'gaussians' (a UNet renders no "
                              "other camera)")
