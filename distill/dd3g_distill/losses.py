@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .teacher import prediction_to_epsilon
+from .prediction import prediction_to_epsilon
 
 
 @dataclass(frozen=True)

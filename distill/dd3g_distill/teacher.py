@@ -28,7 +28,7 @@ DMV3D, Xu et al. 2023): its denoiser is a PEPD network that reads the noisy view
 the timestep, emits 3D Gaussians, and renders them at the V cameras; the renders are its x0 prediction
 (`prediction_type` "sample"), so every step's views come from one 3D object and agree with each other by
 construction. Folder: `denoiser/` (PEPD `save_pretrained`: config.json + model.safetensors), `scheduler/`
-(diffusers), `teacher.json` with `"denoiser": "gaussians"`. `load_teacher(folder)` opens either kind.
+(diffusers), `teacher.json` with `"denoiser": "gaussians"`. `load_teacher_folder(folder)` opens either kind.
 
 Classifier-free guidance: the null condition is a uniform grey image (0.5, i.e. 0 after the [-1, 1] map);
 training drops the image to it with some probability; `ode(..., guidance_scale=g)` mixes
@@ -55,38 +55,10 @@ from dd3g_sdk.errors import InputError
 from dd3g_sdk.model.unet import (RAY_CHANNELS, ImageTokenizer, MVUNetConfig, camera_input, camera_ray_dirs,
                                  condition_sample, pixel_rays, ray_map, repeat_tokens)
 
+from .prediction import prediction_to_epsilon, prediction_to_x0
+
 TEACHER_KIND = "dd3g-mv-teacher"
 TEACHER_CONFIG_NAME = "teacher.json"
-
-
-# ---- prediction types ---------------------------------------------------------------------------------------
-
-PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
-
-
-def prediction_to_epsilon(pred: Tensor, x_t: Tensor, alpha_bar: Tensor, prediction_type: str) -> Tensor:
-    """A denoiser's prediction -> the noise estimate. alpha_bar broadcasts against x_t ([B, 1, ...] or scalar).
-    x_t = sqrt(a) x0 + sqrt(1 - a) eps;  v = sqrt(a) eps - sqrt(1 - a) x0."""
-    a = alpha_bar
-    if prediction_type == "epsilon":
-        return pred
-    if prediction_type == "v_prediction":
-        return a.sqrt() * pred + (1 - a).sqrt() * x_t
-    if prediction_type == "sample":
-        return (x_t - a.sqrt() * pred) / (1 - a).clamp_min(1e-12).sqrt()
-    raise ValueError(f"unknown prediction_type {prediction_type!r}")
-
-
-def prediction_to_x0(pred: Tensor, x_t: Tensor, alpha_bar: Tensor, prediction_type: str) -> Tensor:
-    """A denoiser's prediction -> the (unclipped) clean-sample estimate x0 (see `prediction_to_epsilon`)."""
-    a = alpha_bar
-    if prediction_type == "epsilon":
-        return (x_t - (1 - a).sqrt() * pred) / a.sqrt()
-    if prediction_type == "v_prediction":
-        return a.sqrt() * x_t - (1 - a).sqrt() * pred
-    if prediction_type == "sample":
-        return pred
-    raise ValueError(f"unknown prediction_type {prediction_type!r}")
 
 
 # ---- the interface --------------------------------------------------------------------------------------------
@@ -287,7 +259,23 @@ def default_scheduler(prediction_type: str = "epsilon", num_train_timesteps: int
                          prediction_type=prediction_type, timestep_spacing="leading")
 
 
-# ---- what both teachers share: the view set, the conversions, the DDIM ODE -----------------------------------
+# ---- what both teachers share: the folder, the view set, the conversions, the DDIM ODE ----------------------
+
+def _teacher_root(local_dir: str | os.PathLike) -> Path:
+    root = Path(local_dir)
+    if not root.is_dir():
+        raise InputError(root, "teacher folder not found")
+    return root
+
+
+def _teacher_json(root: Path, denoiser: str) -> TeacherConfig:
+    """root/teacher.json, which must name `denoiser`; InputError naming the file otherwise."""
+    config = load_config(TeacherConfig, root / TEACHER_CONFIG_NAME)
+    if config.denoiser != denoiser:
+        raise InputError(root / TEACHER_CONFIG_NAME, f"denoiser is {config.denoiser!r}, not {denoiser!r}: open the "
+                                                     f"folder with load_teacher_folder")
+    return config
+
 
 class DDIMTeacher(nn.Module, MultiViewTeacher):
     """The parts of a pixel-space teacher that do not depend on its denoiser: the view set (buffers), the
@@ -474,16 +462,12 @@ class DiffusersMVTeacher(DDIMTeacher):
     def from_pretrained(cls, local_dir: str | os.PathLike, device: Any = "cpu",
                         dtype: torch.dtype = torch.float32) -> "DiffusersMVTeacher":
         """Load a teacher folder (unet/, scheduler/, image_encoder/, teacher.json) from disk; no network."""
-        root = Path(local_dir)
-        if not root.is_dir():
-            raise InputError(root, "teacher folder not found")
+        root = _teacher_root(local_dir)
         for sub in ("unet", "scheduler", "image_encoder"):
             if not (root / sub / ("scheduler_config.json" if sub == "scheduler" else "config.json")).is_file():
                 raise InputError(root / sub, "missing: a teacher folder needs unet/, scheduler/, image_encoder/ "
                                              "(diffusers save_pretrained) and teacher.json")
-        config = load_config(TeacherConfig, root / TEACHER_CONFIG_NAME)
-        if config.denoiser != "unet":
-            raise InputError(root / TEACHER_CONFIG_NAME, f"denoiser is {config.denoiser!r}: open it with load_teacher")
+        config = _teacher_json(root, "unet")
         kw = dict(torch_dtype=dtype, use_safetensors=True, local_files_only=True)
         try:
             unet = UNet2DConditionModel.from_pretrained(root / "unet", **kw)
@@ -578,12 +562,8 @@ class GaussianLiftTeacher(DDIMTeacher):
         """Load a folder of denoiser/ (PEPD), scheduler/ (diffusers) and teacher.json; no network, no pickle."""
         from dd3g_sdk.model.pepd import PEPD
 
-        root = Path(local_dir)
-        if not root.is_dir():
-            raise InputError(root, "teacher folder not found")
-        config = load_config(TeacherConfig, root / TEACHER_CONFIG_NAME)
-        if config.denoiser != "gaussians":
-            raise InputError(root / TEACHER_CONFIG_NAME, f"denoiser is {config.denoiser!r}, not 'gaussians'")
+        root = _teacher_root(local_dir)
+        config = _teacher_json(root, "gaussians")
         if not (root / "scheduler" / "scheduler_config.json").is_file():
             raise InputError(root / "scheduler", "missing: a teacher folder needs denoiser/, scheduler/ and teacher.json")
         denoiser = PEPD.from_pretrained(root / DENOISER_DIR, dtype=dtype)
@@ -649,9 +629,7 @@ class GaussianLiftTeacher(DDIMTeacher):
 def load_teacher_folder(local_dir: str | os.PathLike, device: Any = "cpu",
                         dtype: torch.dtype = torch.float32) -> DDIMTeacher:
     """Open a teacher folder of either kind (teacher.json's `denoiser` says which); eval mode."""
-    root = Path(local_dir)
-    if not root.is_dir():
-        raise InputError(root, "teacher folder not found")
+    root = _teacher_root(local_dir)
     config = load_config(TeacherConfig, root / TEACHER_CONFIG_NAME)
     cls = GaussianLiftTeacher if config.denoiser == "gaussians" else DiffusersMVTeacher
     return cls.from_pretrained(root, device, dtype)

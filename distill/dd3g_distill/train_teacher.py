@@ -40,11 +40,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save
 
 from dd3g_sdk._fileio import atomic_write_bytes, atomic_write_text
-from dd3g_sdk.cameras import ViewSetConfig
+from dd3g_sdk.cameras import ViewSetConfig, stack_intrinsics, stack_viewmats
 from dd3g_sdk.config import from_dict, load_config, save_config, to_dict
 from dd3g_sdk.errors import InputError
 
@@ -216,21 +217,17 @@ class EventWriter:
 
 # ---- data -----------------------------------------------------------------------------------------------------
 
-def render_cache(split: str, count: int, size: int, views: ViewSetConfig, supersample: int, chunk: int,
-                 device, progress: bool = False, extra: Sequence = ()) -> torch.Tensor:
-    """Objects 0..count-1 of `split`, V views (then the `extra` cameras) on white -> uint8
-    [count, V + len(extra), 3, size, size] on `device`."""
+def render_cache(split: str, count: int, size: int, viewmats: np.ndarray, Ks: np.ndarray, supersample: int,
+                 chunk: int, device, progress: bool = False) -> torch.Tensor:
+    """Objects 0..count-1 of `split` seen from the C cameras viewmats [C, 4, 4], Ks [C, 3, 3] (pixels at `size`),
+    on white -> uint8 [count, C, 3, size, size] on `device`."""
     from tqdm import tqdm
 
-    from dd3g_sdk.cameras import stack_intrinsics, stack_viewmats
-
-    cams = views.cameras(size, size) + list(extra)
-    vm, K = stack_viewmats(cams), stack_intrinsics(cams)
-    out = torch.empty((count, len(cams), 3, size, size), dtype=torch.uint8, device=device)
+    out = torch.empty((count, len(viewmats), 3, size, size), dtype=torch.uint8, device=device)
     cfg = RenderConfig(supersample=supersample)
     for i in tqdm(range(0, count, chunk), disable=not progress, desc=f"render {split} cache", mininterval=5):
         specs = [object_spec(split, k) for k in range(i, min(i + chunk, count))]
-        img = composite_white(render(specs, vm, K, size, size, cfg, device).rgba)
+        img = composite_white(render(specs, viewmats, Ks, size, size, cfg, device).rgba)
         out[i:i + len(specs)] = (img.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
     return out
 
@@ -267,17 +264,15 @@ class TeacherTrainer:
         self.elapsed_s = 0.0
         self.initialised_from: str | None = None  # a teacher folder the weights started from (`init_from`)
         res = ucfg.sample_size
-        extra = cfg.extra_cameras(res) if cfg.extra_views else []
-        self.data = render_cache("train", cfg.num_objects, res, cfg.views, cfg.render_supersample,
-                                 cfg.render_chunk, self.device, progress, extra)
-        self.val_data = render_cache("val", cfg.num_val_objects, res, cfg.views, cfg.render_supersample,
-                                     cfg.render_chunk, self.device, progress, extra)
-        # the cameras a "gaussians" teacher is supervised at: [V + E, 4, 4] and [V + E, 3, 3], the view set's first
-        from dd3g_sdk.cameras import stack_intrinsics, stack_viewmats
-
-        cams = cfg.views.cameras(res, res) + extra
-        self.all_viewmats = torch.from_numpy(stack_viewmats(cams)).to(self.device)
-        self.all_Ks = torch.from_numpy(stack_intrinsics(cams)).to(self.device)
+        # the cameras of the cache, which a "gaussians" teacher is supervised at: the view set's, then the extra ones
+        cams = cfg.views.cameras(res, res) + (cfg.extra_cameras(res) if cfg.extra_views else [])
+        vm, Ks = stack_viewmats(cams), stack_intrinsics(cams)  # [V + E, 4, 4], [V + E, 3, 3]
+        self.data = render_cache("train", cfg.num_objects, res, vm, Ks, cfg.render_supersample, cfg.render_chunk,
+                                 self.device, progress)
+        self.val_data = render_cache("val", cfg.num_val_objects, res, vm, Ks, cfg.render_supersample,
+                                     cfg.render_chunk, self.device, progress)
+        self.all_viewmats = torch.from_numpy(vm).to(self.device)
+        self.all_Ks = torch.from_numpy(Ks).to(self.device)
         self.alphas_cumprod = self.teacher.scheduler.alphas_cumprod.to(self.device, torch.float32)
         self._val_batch = self._make_batch(self.val_data, cfg.seed + 7_777_777, drop=False)
         self.use_amp = cfg.bf16 and self.device.type == "cuda"

@@ -40,3 +40,17 @@ def ssim_loops(x: np.ndarray, y: np.ndarray, win: int = 11, sigma: float = 1.5) 
                 cxy = (w * px * py).sum() - mx * my
                 vals.append((2 * mx * my + c1) * (2 * cxy + c2) / ((mx * mx + my * my + c1) * (vx + vy + c2)))
     return float(np.mean(vals))
+
+
+def loss_before_after(trainer, steps: int) -> tuple[float, float]:
+    """A teacher trainer's loss on the batch of step 0, before and after `steps` training steps on that batch."""
+    import torch
+
+    batch = trainer.batch_for_step(0)
+    with torch.no_grad():
+        before = float(trainer.loss(batch))
+    for _ in range(steps):
+        trainer.train_step(batch)
+    with torch.no_grad():
+        after = float(trainer.loss(batch))
+    return before, after

@@ -10,6 +10,7 @@ from dd3g_sdk.errors import InputError
 from dd3g_sdk.model.pepd import PEPDConfig
 from dd3g_distill.teacher import DiffusersMVTeacher, MultiViewAttnProcessor, MultiViewTeacher
 from dd3g_distill.train_teacher import EventWriter, TeacherTrainer, TrainConfig, crc32c, train
+from distill_helpers import loss_before_after
 
 torch.set_num_threads(1)
 
@@ -170,13 +171,7 @@ def test_from_pretrained_bad_folders(tmp_path, tiny_teacher):
 
 def _assert_steps_lower_the_loss(tr: TeacherTrainer, steps: int = 6) -> None:
     """`steps` training steps on the batch of step 0 lower its loss by more than 10 %."""
-    batch = tr.batch_for_step(0)
-    with torch.no_grad():
-        before = float(tr.loss(batch))
-    for _ in range(steps):
-        tr.train_step(batch)
-    with torch.no_grad():
-        after = float(tr.loss(batch))
+    before, after = loss_before_after(tr, steps)
     assert after < 0.9 * before, (before, after)
 
 

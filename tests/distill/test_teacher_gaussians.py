@@ -15,7 +15,7 @@ from dd3g_distill.teacher import (DiffusersMVTeacher, GaussianLiftTeacher, Multi
                                   load_teacher_folder, prediction_to_epsilon, prediction_to_x0)
 from dd3g_distill.train_teacher import TeacherTrainer, TrainConfig
 
-from distill_helpers import CONFIG  # noqa: E402
+from distill_helpers import CONFIG, loss_before_after  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -40,14 +40,8 @@ def trained():
     """A tiny gaussians-teacher trainer after TRAIN_STEPS steps on the batch of step 0, with that batch's loss
     before and after."""
     tr = TeacherTrainer(_tiny_gaussians_config(), "cpu")
-    batch = tr.batch_for_step(0)
-    with torch.no_grad():
-        before = float(tr.loss(batch))
-    for _ in range(TRAIN_STEPS):
-        tr.train_step(batch)
-    with torch.no_grad():
-        after = float(tr.loss(batch))
-    return tr, batch, before, after
+    before, after = loss_before_after(tr, TRAIN_STEPS)
+    return tr, tr.batch_for_step(0), before, after
 
 
 # ---- 1. interface -----------------------------------------------------------------------------------------------
