@@ -18,6 +18,11 @@ The teacher's DDIM output (`ode`, eta = 0) is compared with the ground truth:
   averaged over pairs weighted by co-visible pixel count. The same number for the ground-truth images is
   the ceiling of this measure (texture resampling and silhouette blending keep it finite); a teacher whose
   views drift from each other or from the true geometry scores lower.
+- with `--samples K` (K >= 2): K noises per object (seeds k + j * SAMPLE_SEED_STRIDE, j = 0..K-1; j = 0 is the
+  run above) and `metrics.sample_scores` over the novel views: energy score (RMS units, lower is better; proper,
+  so a sampler and a mean are compared fairly), error, spread, calibration (1 = the ground truth looks like one
+  more sample), PSNR of the samples' mean and mean PSNR of the samples; the baselines get the same scores
+  (deterministic: energy = error);
 - baselines on the same objects: `white` (predict an empty white image for every view) and `copy_input`
   (predict the input image for every view): a useful teacher beats both on the novel views.
 
@@ -42,7 +47,8 @@ from dd3g_sdk.errors import InputError
 from dd3g_sdk.noise import draw_noise
 
 from .data.world import RenderConfig, composite_white, object_spec, render_views, view_set_tensors
-from .metrics import iou, psnr, ssim, warp_consistency
+from .evaluate import SAMPLE_SEED_STRIDE
+from .metrics import iou, psnr, sample_scores, ssim, warp_consistency
 from .teacher import load_teacher_folder
 
 FG_THRESHOLD = 0.9  # a pixel is foreground when its darkest channel is below this (white background)
@@ -101,6 +107,15 @@ def score(pred: torch.Tensor, gt: dict, viewmats: torch.Tensor, Ks: torch.Tensor
     }
 
 
+def sample_summary(samples: torch.Tensor, gt_views: torch.Tensor) -> dict:
+    """samples [N, K, V, 3, h, w], gt_views [N, V, 3, h, w] -> `metrics.sample_scores` over the novel views
+    (1..V-1), means over objects (the calibration ratio: the median, infinite for a deterministic prediction)."""
+    sc = sample_scores(samples[:, :, 1:], gt_views[:, 1:])
+    out = {k: float(v.mean()) for k, v in sc.items() if k != "calibration"}
+    out["calibration"] = float(sc["calibration"].median())
+    return {"samples": int(samples.shape[1]), **out}
+
+
 def grid_image(cond: torch.Tensor, pred: torch.Tensor, gt: torch.Tensor, rows: int = 8, scale: int = 2,
                gap: int = 2) -> np.ndarray:
     """Rows of input | teacher views | ground-truth views, uint8 [H, W, 3] (white gaps, a grey bar between groups)."""
@@ -125,8 +140,11 @@ def grid_image(cond: torch.Tensor, pred: torch.Tensor, gt: torch.Tensor, rows: i
 
 
 def evaluate(teacher, count: int = 32, steps: int = 50, guidance_scales: Sequence[float] = (1.0,),
-             split: str = "test", supersample: int = 2, batch: int = 32, grid_rows: int = 8) -> tuple[dict, dict]:
-    """Returns (results dict, {guidance: grid uint8 image})."""
+             split: str = "test", supersample: int = 2, batch: int = 32, grid_rows: int = 8,
+             samples: int = 1) -> tuple[dict, dict]:
+    """Returns (results dict, {guidance: grid uint8 image}). `samples` >= 2 adds the sample scores."""
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
     size = teacher.config.resolution
     gt = ground_truth(count, size, teacher, split, supersample, teacher.device)
     gt = {k: v.cpu() for k, v in gt.items()}
@@ -138,6 +156,9 @@ def evaluate(teacher, count: int = 32, steps: int = 50, guidance_scales: Sequenc
     copy_in = cond[:, None].expand_as(gt["views"]).contiguous()
     results["baseline_white"] = score(white, gt, vm, K)
     results["baseline_copy_input"] = score(copy_in, gt, vm, K)
+    if samples > 1:
+        results["baseline_white"]["sample_scores"] = sample_summary(white[:, None], gt["views"])
+        results["baseline_copy_input"]["sample_scores"] = sample_summary(copy_in[:, None], gt["views"])
     grids = {}
     for g in guidance_scales:
         t0 = time.time()
@@ -148,6 +169,12 @@ def evaluate(teacher, count: int = 32, steps: int = 50, guidance_scales: Sequenc
         # determinism: the first objects again, same noise -> same views
         again = sample_teacher(teacher, cond[:2], [0, 1], steps, g, batch)
         r["rerun_max_abs_diff"] = float((again - pred[:2]).abs().max())
+        if samples > 1:
+            t0 = time.time()
+            more = [sample_teacher(teacher, cond, [k + j * SAMPLE_SEED_STRIDE for k in range(count)], steps, g, batch)
+                    for j in range(1, samples)]
+            r["sample_scores"] = sample_summary(torch.stack([pred, *more], 1), gt["views"])
+            r["sample_scores"]["seconds"] = round(time.time() - t0, 2)
         results[f"teacher_guidance_{g:g}"] = r
         grids[g] = grid_image(cond, pred, gt["views"], grid_rows)
     return results, grids
@@ -182,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     ap.add_argument("--grid", default=None, help="grid PNG of the first guidance scale (others: NAME_g<scale>.png)")
     ap.add_argument("--grid-rows", type=int, default=8)
+    ap.add_argument("--samples", type=int, default=1, help="noises per object for the sample scores (>= 2: on)")
     args = ap.parse_args(argv)
     try:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -189,12 +217,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             scales = [float(x) for x in args.guidance.split(",")]
         except ValueError:
             raise InputError(None, f"--guidance must be comma-separated numbers, got {args.guidance!r}") from None
+        if args.samples < 1:
+            raise InputError(None, f"--samples must be >= 1, got {args.samples}")
         teacher = load_teacher_folder(args.teacher, device)
         results, grids = evaluate(teacher, args.count, args.steps, scales, args.split, batch=args.batch,
-                                  grid_rows=args.grid_rows)
+                                  grid_rows=args.grid_rows, samples=args.samples)
         training = Path(args.teacher) / "training.json"
         doc = {"teacher": str(args.teacher), **_device_info(device), "split": args.split, "count": args.count,
-               "ddim_steps": args.steps, "guidance_scales": scales, "grid_guidance": scales[0],
+               "ddim_steps": args.steps, "samples": args.samples, "guidance_scales": scales, "grid_guidance": scales[0],
                "fg_threshold": FG_THRESHOLD, "results": results,
                "training": json.loads(training.read_text()) if training.is_file() else None}
         if args.json:
@@ -215,6 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{'':28s}" + "".join(f"{k[:18]:>20s}" for k in keys))
     for name, r in results.items():
         print(f"{name:28s}" + "".join(f"{r.get(k, float('nan')):20.4f}" for k in keys))
+    for name, r in results.items():
+        if "sample_scores" in r:
+            print(f"{name:28s} sample scores (novel views): " + ", ".join(
+                f"{k} {v:.4f}" for k, v in r["sample_scores"].items() if k not in ("samples", "seconds")))
     return 0
 
 

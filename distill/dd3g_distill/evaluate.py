@@ -15,7 +15,12 @@ quadruples), the noise of seed `seed_offset + k`, one PEPD pass, then:
   depth of their pixels, on the object's pixels: mean absolute error (world units) and Pearson correlation of
   the per-pixel mean over the pixel's Gaussians (pooled over the V views of an object). A model that renders its
   views right with Gaussians at the wrong depth shows here (docs/distill.md, "What limits the students");
-- inference time: median wall time of one PEPD forward pass (batch 1) on the device, after warm-up.
+- inference time: median wall time of one PEPD forward pass (batch 1) on the device, after warm-up;
+- with `samples` = K >= 2: K noises per object (seeds `seed_offset + k + j * SAMPLE_SEED_STRIDE`, j = 0..K-1;
+  j = 0 is the noise above), the novel views of each, and `metrics.sample_scores` over them: `novel_energy`
+  (energy score, RMS units, lower is better: a proper score that treats a model that samples and one that
+  outputs a mean alike), `novel_error`, `novel_spread`, `novel_calibration` (1 = the truth looks like one more
+  sample), `novel_mean_psnr` (of the K samples' mean), `novel_sample_psnr` (mean over the K samples).
 """
 from __future__ import annotations
 
@@ -53,14 +58,19 @@ class EvalConfig:
     batch_size: int = 16
     timing_runs: int = 20
     picture_objects: int = 4  # objects in the turntable picture
+    samples: int = 1  # noises per object for the sample scores (>= 2 turns them on)
 
     def __post_init__(self) -> None:
         for name in ("num_objects", "novel_azimuths", "render_size", "input_render_size", "supersample",
-                     "ode_steps", "batch_size", "timing_runs"):
+                     "ode_steps", "batch_size", "timing_runs", "samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"EvalConfig.{name} must be >= 1")
         if not self.novel_elevations:
             raise ValueError("EvalConfig.novel_elevations must not be empty")
+
+
+# noise seed of object k's j-th sample: seed_offset + k + j * SAMPLE_SEED_STRIDE (object indices stay below it)
+SAMPLE_SEED_STRIDE = 1_000_003
 
 
 # ---- metric aggregation --------------------------------------------------------------------------------------
@@ -149,6 +159,10 @@ class EvalSet:
                  "image": torch.from_numpy(to_u8(img_np).astype(np.float32) / 255).to(dev),  # 8 bits, as a user's
                  "noise": torch.from_numpy(np.stack([draw_noise(cfg.seed_offset + k, self.noise_shape)
                                                      for k in idx])).to(dev)}
+            if cfg.samples > 1:  # [b, K-1, V, 3, h, w]: the other noises of each object
+                b["more_noise"] = torch.from_numpy(np.stack([np.stack([
+                    draw_noise(cfg.seed_offset + k + j * SAMPLE_SEED_STRIDE, self.noise_shape)
+                    for j in range(1, cfg.samples)]) for k in idx])).to(dev)
             gt, cov, _ = render_ground_truth(cfg.split, idx, self.vm_n, self.K_n, R, cfg.supersample, dev)
             b["gt_novel"], b["cov_novel"] = torch.from_numpy(gt).to(dev), torch.from_numpy(cov).to(dev)
             gt_t, _, depth_t = render_ground_truth(cfg.split, idx, self.vm_t, self.K_t, h, cfg.supersample, dev)
@@ -188,7 +202,7 @@ def evaluate_model(model, es: EvalSet) -> dict:
     import torch
 
     from .losses import gaussian_depth
-    from .metrics import iou, psnr, ssim
+    from .metrics import iou, psnr, sample_scores, ssim
     from .train import render_batch
 
     dev = es.device
@@ -222,14 +236,24 @@ def evaluate_model(model, es: EvalSet) -> dict:
                 per["gaussian_depth_error"].append(err)
                 per["gaussian_depth_corr"].append(corr)
             per["other_views_opacity_share"] += other_views_share(g["opacities"], mc.num_views).tolist()
+            if "more_noise" in b:
+                views = [rgb]
+                for j in range(b["more_noise"].shape[1]):
+                    gj = model(b["image"], b["more_noise"][:, j])
+                    views.append(render_batch(gj, vm_n.expand(n, -1, -1, -1), K_n.expand(n, -1, -1, -1), R, R)[0])
+                for name, v in sample_scores(torch.stack(views, 1), b["gt_novel"]).items():
+                    per.setdefault(f"novel_{name}", []).extend(v.tolist())
             if "oi" in b:
                 per["student_vs_teacher_psnr"] += psnr(rgb_t, b["oi"]).mean(1).tolist()
                 per["student_vs_teacher_ssim"] += ssim(rgb_t, b["oi"]).mean(1).tolist()
                 per["teacher_vs_gt_psnr"] += psnr(b["oi"], b["gt_teacher"]).mean(1).tolist()
     timing = time_inference(model, dev, es.cfg.timing_runs)
+    metrics = {k: mean_finite(v) for k, v in per.items() if v}
+    if per.get("novel_calibration"):  # a ratio, infinite for a model that ignores its noise: the median
+        metrics["novel_calibration"] = float(statistics.median(per["novel_calibration"]))
     return {
         "num_objects": len(es.indices), "split": es.cfg.split,
-        "metrics": {k: mean_finite(v) for k, v in per.items() if v}, "inference": timing,
+        "metrics": metrics, "inference": timing,
         "per_object": {k: [round(x, 4) for x in v] for k, v in per.items() if v},
         "eval_config": to_dict(es.cfg), "model_config": to_dict(mc), "environment": environment(dev),
     }
@@ -343,15 +367,18 @@ TABLE_COLUMNS = (("novel_psnr", "PSNR novel"), ("novel_ssim", "SSIM novel"), ("n
                                                                   "teacher views vs GT PSNR"),
                  ("gaussian_depth_corr", "Gaussian depth corr"),
                  ("other_views_opacity_share", "views 1+ opacity share"))
+SAMPLE_COLUMNS = (("novel_energy", "energy score novel"), ("novel_spread", "spread novel"),
+                  ("novel_calibration", "calibration novel"))  # shown when evaluated with samples >= 2
 
 
 def format_table(rows: dict[str, dict]) -> str:
     """Markdown table of {model name: evaluate() result}."""
-    head = "| model | " + " | ".join(t for _, t in TABLE_COLUMNS) + " | inference ms |"
-    lines = [head, "|" + "---|" * (len(TABLE_COLUMNS) + 2)]
+    cols = TABLE_COLUMNS + (SAMPLE_COLUMNS if any("novel_energy" in r["metrics"] for r in rows.values()) else ())
+    head = "| model | " + " | ".join(t for _, t in cols) + " | inference ms |"
+    lines = [head, "|" + "---|" * (len(cols) + 2)]
     for name, res in rows.items():
         m = res["metrics"]
-        cells = [f"{m[k]:.3f}" if k in m and math.isfinite(m[k]) else "-" for k, _ in TABLE_COLUMNS]
+        cells = [f"{m[k]:.3f}" if k in m and math.isfinite(m[k]) else "-" for k, _ in cols]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {res['inference']['median_ms']:.2f} |")
     return "\n".join(lines)
 

@@ -8,6 +8,8 @@ Images are torch tensors in 0..1, channels first: [..., C, H, W]; every metric r
   the 'valid' window positions (no padding) and averaged over channels and positions.
 - `iou`: |A and B| / |A or B|, 1 when both masks are empty.
 - `warp_consistency`: multi-view consistency by reprojection with known depth (see its docstring).
+- `sample_scores`: K samples of a probabilistic prediction (one model, K noises) against the truth: energy
+  score, error, spread, calibration (see its docstring).
 """
 from __future__ import annotations
 
@@ -130,3 +132,37 @@ def warp_consistency(images: torch.Tensor, depth: torch.Tensor, viewmats: torch.
         out_n.append(n)
         out_psnr.append(psnr(warped, images[dst], covis).item() if n else math.nan)
     return torch.tensor(out_psnr, dtype=torch.float64), torch.tensor(out_n)
+
+
+def sample_scores(samples: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Scores of K samples of a generative model against the one true outcome, per item.
+
+    samples [B, K, ...] (K noises, same input), target [B, ...], values in 0..1 -> dict of [B] float64 tensors.
+    With d(a, b) = ||a - b||_2 / sqrt(D), the RMS difference over the D values of an item:
+
+    - error = mean_k d(x_k, y);  spread = mean over pairs k != l of d(x_k, x_l) (0 when K = 1);
+    - energy = error - spread / 2: the energy score (Gneiting & Raftery 2007), a proper scoring rule (lower is
+      better; no prediction beats the true distribution in expectation). For a deterministic model it equals
+      the error, so a model that outputs the conditional mean and a model that samples are compared fairly;
+      PSNR against one outcome rewards the mean (a perfect sampler's expected MSE is twice the mean's);
+    - calibration = mean_k d(x_k, y)^2 / mean_{k != l} d(x_k, x_l)^2: 1 when the truth looks like one more
+      sample (E|X - y|^2 = E|X - X'|^2 for y drawn like X), > 1 when the samples agree with each other more than
+      with the truth (over-confident), < 1 when they spread more than the error needs; inf when spread is 0;
+    - mean_psnr: PSNR of the samples' mean against y;  sample_psnr: mean over k of PSNR(x_k, y).
+    """
+    if samples.dim() < 2 or tuple(samples.shape[2:]) != tuple(target.shape[1:]) or samples.shape[0] != target.shape[0]:
+        raise ValueError(f"samples [B, K, ...] and target [B, ...] disagree: {list(samples.shape)} vs "
+                         f"{list(target.shape)}")
+    x = samples.double().flatten(2)  # [B, K, D]
+    y = target.double().flatten(1)[:, None]  # [B, 1, D]
+    K, D = x.shape[1], x.shape[2]
+    d2_y = ((x - y) ** 2).mean(-1)  # [B, K] squared RMS to the truth
+    d2_pairs = torch.stack([((x[:, k] - x[:, l]) ** 2).mean(-1) for k in range(K) for l in range(K) if k != l], 1) \
+        if K > 1 else torch.zeros_like(d2_y[:, :1])  # [B, K(K-1)]
+    error, spread = d2_y.sqrt().mean(1), d2_pairs.sqrt().mean(1)
+    pair_ms = d2_pairs.mean(1)
+    calibration = torch.where(pair_ms > 0, d2_y.mean(1) / pair_ms.clamp_min(1e-300),
+                              torch.full_like(pair_ms, math.inf))
+    mean_mse = ((x.mean(1) - y[:, 0]) ** 2).mean(-1)
+    return {"energy": error - spread / 2, "error": error, "spread": spread, "calibration": calibration,
+            "mean_psnr": -10 * torch.log10(mean_mse), "sample_psnr": (-10 * torch.log10(d2_y)).mean(1)}

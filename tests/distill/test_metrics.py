@@ -7,7 +7,7 @@ import torch
 
 from dd3g_sdk.cameras import orbit_camera, stack_intrinsics, stack_viewmats
 from dd3g_distill.data.world import ObjectSpec, Primitive, composite_white, render
-from dd3g_distill.metrics import iou, psnr, reproject, ssim, warp_consistency
+from dd3g_distill.metrics import iou, psnr, reproject, sample_scores, ssim, warp_consistency
 from distill_helpers import ssim_loops
 
 
@@ -93,3 +93,44 @@ def test_warp_consistency_of_a_rendered_sphere():
     other[1] = 1 - other[1]
     p2, _ = warp_consistency(other, r.depth[0], vm, K, pairs=[(0, 1)])
     assert p2[0] < 15
+
+
+def test_sample_scores_hand_values():
+    y = torch.zeros(1, 4)
+    # two samples at +-0.1 everywhere: d(x, y) = 0.1 each, d(x1, x2) = 0.2, mean = y exactly
+    x = torch.stack([torch.full((4,), 0.1), torch.full((4,), -0.1)])[None]
+    s = sample_scores(x, y)
+    assert s["error"].item() == pytest.approx(0.1)
+    assert s["spread"].item() == pytest.approx(0.2)
+    assert s["energy"].item() == pytest.approx(0.0, abs=1e-12)
+    assert s["calibration"].item() == pytest.approx(0.01 / 0.04)
+    assert s["mean_psnr"].item() == math.inf
+    assert s["sample_psnr"].item() == pytest.approx(20.0)
+    # a deterministic model (identical samples): energy = error, infinite calibration ratio
+    d = sample_scores(torch.full((1, 3, 4), 0.5), torch.zeros(1, 4))
+    assert d["energy"].item() == pytest.approx(0.5) and d["spread"].item() == 0
+    assert d["calibration"].item() == math.inf
+    assert d["mean_psnr"].item() == pytest.approx(d["sample_psnr"].item()) == pytest.approx(-20 * math.log10(0.5))
+    # K = 1 works (spread 0) and shapes are checked
+    assert sample_scores(torch.ones(2, 1, 3, 2, 2), torch.ones(2, 3, 2, 2))["error"].tolist() == [0, 0]
+    with pytest.raises(ValueError, match="disagree"):
+        sample_scores(torch.ones(2, 3, 4), torch.ones(2, 5))
+
+
+def test_sample_scores_reward_a_calibrated_sampler_over_its_mean_and_a_blur():
+    """Outcomes drawn from N(mu, s^2): samples from the same law are calibrated (ratio ~1) and have the best
+    energy score; the mean itself has the better PSNR against one outcome (why PSNR alone misjudges samplers);
+    an over-confident sampler (a quarter of the spread) scores worse than the true law."""
+    g = torch.Generator().manual_seed(0)
+    B, K, D, s = 64, 8, 2048, 0.1
+    mu = torch.rand(B, D, generator=g)
+    y = mu + s * torch.randn(B, D, generator=g)
+    true_law = mu[:, None] + s * torch.randn(B, K, D, generator=g)
+    narrow = mu[:, None] + s / 4 * torch.randn(B, K, D, generator=g)
+    mean_only = mu[:, None].expand(B, K, D)
+    a, n, m = (sample_scores(v, y) for v in (true_law, narrow, mean_only))
+    assert a["calibration"].mean().item() == pytest.approx(1.0, abs=0.05)
+    assert n["calibration"].mean().item() > 5
+    assert a["energy"].mean() < m["energy"].mean() and a["energy"].mean() < n["energy"].mean()
+    assert m["sample_psnr"].mean() > a["sample_psnr"].mean() + 2.5  # ~3 dB: twice the MSE
+    assert a["mean_psnr"].mean() > a["sample_psnr"].mean() + 2  # averaging 8 samples approaches the mean
