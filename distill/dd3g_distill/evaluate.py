@@ -315,10 +315,12 @@ def environment(dev) -> dict:
 
 def turntable_picture(model, split: str, indices: Sequence[int], path: str | os.PathLike, seed_offset: int = 0,
                       views: int = 8, size: int = 96, input_render_size: int = 256, device=None,
-                      images: Sequence[np.ndarray] | None = None) -> Path:
+                      images: Sequence[np.ndarray] | None = None, seeds: Sequence[int] | None = None) -> Path:
     """A PNG with two rows per object: [input | `views` turntable renders of the Gaussians] and
     [blank | the same cameras rendered from the ground truth]. `images` ([S,S,3] 0..1) replaces the world's
-    inputs (then `indices` only names the noise seeds and there is no ground-truth row)."""
+    inputs (then `indices` only names the noise seeds and there is no ground-truth row). `seeds` gives each row's
+    noise seed (default `seed_offset + index`); repeating an index with several seeds shows that many samples of
+    one object above a single ground-truth row."""
     import torch
     from PIL import Image
 
@@ -338,8 +340,10 @@ def turntable_picture(model, split: str, indices: Sequence[int], path: str | os.
     else:
         img_np = np.stack([np.asarray(x, np.float32).transpose(2, 0, 1) for x in images])
     img = torch.from_numpy(to_u8(img_np).astype(np.float32) / 255).to(dev)
-    noise = torch.from_numpy(np.stack([draw_noise(seed_offset + int(k), tuple(model.noise_shape))
-                                       for k in indices])).to(dev)
+    if seeds is not None and len(seeds) != len(indices):
+        raise ValueError(f"got {len(indices)} indices but {len(seeds)} seeds")
+    seeds = [seed_offset + int(k) for k in indices] if seeds is None else [int(x) for x in seeds]
+    noise = torch.from_numpy(np.stack([draw_noise(k, tuple(model.noise_shape)) for k in seeds])).to(dev)
     b = len(indices)
     with torch.no_grad():
         rgb, _ = render_batch(model(img, noise), torch.from_numpy(vm).to(dev).expand(b, -1, -1, -1),
@@ -350,7 +354,7 @@ def turntable_picture(model, split: str, indices: Sequence[int], path: str | os.
     for i in range(b):
         inp = np.asarray(Image.fromarray(to_u8(img_np[i].transpose(1, 2, 0))).resize((size, size), Image.NEAREST))
         rows.append(np.concatenate([inp] + [to_u8(v.transpose(1, 2, 0)) for v in rgb[i]], 1))
-        if gt is not None:
+        if gt is not None and (i == b - 1 or indices[i + 1] != indices[i]):  # after an object's last sample
             blank = np.full((size, size, 3), 255, np.uint8)
             rows.append(np.concatenate([blank] + [to_u8(v.transpose(1, 2, 0)) for v in gt[i]], 1))
     grid = np.concatenate(rows, 0)

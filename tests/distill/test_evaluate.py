@@ -195,3 +195,25 @@ def test_sample_scores_over_k_noises_match_renders_by_hand(trained):
     m = res["metrics"]
     assert m["novel_calibration"] > 0 and m["novel_sample_psnr"] > 0 and m["novel_mean_psnr"] > 0
     assert "energy score novel" in format_table({"k3": res}) and "energy" not in format_table({"k1": one})
+
+
+def test_turntable_picture_with_several_seeds_of_one_object(trained, tmp_path):
+    """indices [0, 0, 0] with three seeds: three sample rows, then one ground-truth row; the first seed's row and
+    the ground truth are those of the plain one-object picture, and other seeds draw other samples."""
+    from PIL import Image
+
+    from dd3g_sdk.model import PEPD
+    from dd3g_distill.evaluate import resolve_checkpoint, turntable_picture
+
+    _, _, run = trained
+    model = PEPD.from_pretrained(resolve_checkpoint(run))
+    kw = dict(views=4, size=32, input_render_size=64)
+    one = np.asarray(Image.open(turntable_picture(model, "test", [0], tmp_path / "one.png", **kw)))
+    three = np.asarray(Image.open(turntable_picture(model, "test", [0, 0, 0], tmp_path / "three.png",
+                                                    seeds=[0, 7, 11], **kw)))
+    assert one.shape == (2 * 32, 5 * 32, 3) and three.shape == (4 * 32, 5 * 32, 3)
+    np.testing.assert_array_equal(three[:32], one[:32])  # seed 0 = the default seed of object 0
+    np.testing.assert_array_equal(three[96:], one[32:])  # one ground-truth row, after the samples
+    assert np.abs(three[32:64, 32:].astype(int) - three[:32, 32:].astype(int)).max() > 0
+    with pytest.raises(ValueError, match="seeds"):
+        turntable_picture(model, "test", [0, 1], tmp_path / "bad.png", seeds=[0], **kw)
