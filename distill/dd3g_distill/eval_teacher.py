@@ -47,7 +47,7 @@ from dd3g_sdk.errors import InputError
 from dd3g_sdk.noise import draw_noise
 
 from .data.world import RenderConfig, composite_white, object_spec, render_views, view_set_tensors
-from .evaluate import SAMPLE_SEED_STRIDE
+from .evaluate import SAMPLE_SEED_STRIDE, aggregate
 from .metrics import iou, psnr, sample_scores, ssim, warp_consistency
 from .teacher import load_teacher_folder
 
@@ -109,11 +109,9 @@ def score(pred: torch.Tensor, gt: dict, viewmats: torch.Tensor, Ks: torch.Tensor
 
 def sample_summary(samples: torch.Tensor, gt_views: torch.Tensor) -> dict:
     """samples [N, K, V, 3, h, w], gt_views [N, V, 3, h, w] -> `metrics.sample_scores` over the novel views
-    (1..V-1), means over objects (the calibration ratio: the median, infinite for a deterministic prediction)."""
+    (1..V-1), summarised over objects by `evaluate.aggregate`."""
     sc = sample_scores(samples[:, :, 1:], gt_views[:, 1:])
-    out = {k: float(v.mean()) for k, v in sc.items() if k != "calibration"}
-    out["calibration"] = float(sc["calibration"].median())
-    return {"samples": int(samples.shape[1]), **out}
+    return {"samples": int(samples.shape[1]), **aggregate({k: v.tolist() for k, v in sc.items()})}
 
 
 def grid_image(cond: torch.Tensor, pred: torch.Tensor, gt: torch.Tensor, rows: int = 8, scale: int = 2,

@@ -81,6 +81,16 @@ def mean_finite(values: Sequence[float]) -> float:
     return float(sum(v) / len(v)) if v else float("nan")
 
 
+def aggregate(per_object: dict[str, Sequence[float]]) -> dict[str, float]:
+    """Per-object values -> one number each: `mean_finite`, except the calibration ratio (`metrics.sample_scores`),
+    which is infinite for a model that ignores its noise and so is summarised by its median."""
+    out = {k: mean_finite(v) for k, v in per_object.items() if len(v)}
+    for k, v in per_object.items():
+        if k.endswith("calibration") and len(v):
+            out[k] = float(statistics.median(float(x) for x in v))
+    return out
+
+
 def psnr_from_mse(mse: float, max_val: float = 1.0) -> float:
     return float("inf") if mse == 0 else 10.0 * math.log10(max_val ** 2 / mse)
 
@@ -248,12 +258,9 @@ def evaluate_model(model, es: EvalSet) -> dict:
                 per["student_vs_teacher_ssim"] += ssim(rgb_t, b["oi"]).mean(1).tolist()
                 per["teacher_vs_gt_psnr"] += psnr(b["oi"], b["gt_teacher"]).mean(1).tolist()
     timing = time_inference(model, dev, es.cfg.timing_runs)
-    metrics = {k: mean_finite(v) for k, v in per.items() if v}
-    if per.get("novel_calibration"):  # a ratio, infinite for a model that ignores its noise: the median
-        metrics["novel_calibration"] = float(statistics.median(per["novel_calibration"]))
     return {
         "num_objects": len(es.indices), "split": es.cfg.split,
-        "metrics": metrics, "inference": timing,
+        "metrics": aggregate(per), "inference": timing,
         "per_object": {k: [round(x, 4) for x in v] for k, v in per.items() if v},
         "eval_config": to_dict(es.cfg), "model_config": to_dict(mc), "environment": environment(dev),
     }

@@ -16,7 +16,7 @@ from distill_helpers import CONFIG, ROOT, ssim_loops, tiny_setup  # noqa: E402,F
 # ---- metrics against hand-computed values ----------------------------------------------------------------
 
 def test_psnr_iou_and_aggregation_by_hand():
-    from dd3g_distill.evaluate import mean_finite, psnr_from_mse
+    from dd3g_distill.evaluate import aggregate, mean_finite, psnr_from_mse
     from dd3g_distill.metrics import iou, psnr
 
     a = torch.full((2, 3, 4, 4), 0.5)
@@ -33,6 +33,9 @@ def test_psnr_iou_and_aggregation_by_hand():
     assert iou(m1, m1).item() == 1.0 and iou(torch.zeros_like(m1), torch.zeros_like(m1)).item() == 1.0
     assert mean_finite([20.0, math.inf, float("nan"), 10.0]) == 15.0
     assert math.isnan(mean_finite([math.inf]))
+    # calibration ratios (infinite for a model that ignores its noise) by their median, the rest by mean_finite
+    assert aggregate({"a": [1.0, 3.0, math.inf], "novel_calibration": [1.0, math.inf, 2.0], "b": []}) == \
+        {"a": 2.0, "novel_calibration": 2.0}
 
 
 def test_training_ssim_matches_its_loop_twin_and_the_metric():
