@@ -54,3 +54,14 @@ def loss_before_after(trainer, steps: int) -> tuple[float, float]:
     with torch.no_grad():
         after = float(trainer.loss(batch))
     return before, after
+
+
+def ode_inputs(teacher, seed: int = 1):
+    """A teacher's condition for a random 32x32 image and two different initial noises (one object each)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    cond = teacher.condition(torch.rand(1, 3, 32, 32, generator=g))
+    n1 = torch.randn(1, *teacher.sample_shape, generator=g)
+    n2 = torch.randn(1, *teacher.sample_shape, generator=g)
+    return cond, n1, n2

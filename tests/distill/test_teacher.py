@@ -10,7 +10,7 @@ from dd3g_sdk.errors import InputError
 from dd3g_sdk.model.pepd import PEPDConfig
 from dd3g_distill.teacher import DiffusersMVTeacher, MultiViewAttnProcessor, MultiViewTeacher
 from dd3g_distill.train_teacher import EventWriter, TeacherTrainer, TrainConfig, crc32c, train
-from distill_helpers import loss_before_after
+from distill_helpers import loss_before_after, ode_inputs
 
 torch.set_num_threads(1)
 
@@ -95,10 +95,7 @@ def test_set_multiview_attention_only_touches_attn1(tiny_teacher):
 
 def test_ode_is_deterministic_and_depends_on_the_noise(tiny_teacher):
     t = tiny_teacher
-    g = torch.Generator().manual_seed(1)
-    cond = t.condition(torch.rand(1, 3, 32, 32, generator=g))
-    n1 = torch.randn(1, *t.sample_shape, generator=g)
-    n2 = torch.randn(1, *t.sample_shape, generator=g)
+    cond, n1, n2 = ode_inputs(t)
     a = t.ode(n1, cond, steps=3)
     b = t.ode(n1.clone(), cond, steps=3)
     c = t.ode(n2, cond, steps=3)

@@ -15,7 +15,7 @@ from dd3g_distill.teacher import (DiffusersMVTeacher, GaussianLiftTeacher, Multi
                                   load_teacher_folder, prediction_to_epsilon, prediction_to_x0)
 from dd3g_distill.train_teacher import TeacherTrainer, TrainConfig
 
-from distill_helpers import CONFIG, loss_before_after  # noqa: E402
+from distill_helpers import CONFIG, loss_before_after, ode_inputs  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -117,10 +117,7 @@ def test_prediction_types_agree(gl_teacher):
 
 def test_ode_is_deterministic_and_depends_on_the_noise(gl_teacher):
     t = gl_teacher
-    g = torch.Generator().manual_seed(1)
-    cond = t.condition(torch.rand(1, 3, 32, 32, generator=g))
-    n1 = torch.randn(1, *t.sample_shape, generator=g)
-    n2 = torch.randn(1, *t.sample_shape, generator=g)
+    cond, n1, n2 = ode_inputs(t)
     views, traj = t.ode(n1, cond, steps=3, return_trajectory=True)
     again = t.ode(n1.clone(), cond, steps=3)
     other = t.ode(n2, cond, steps=3)
