@@ -157,8 +157,9 @@ def sample_scores(samples: torch.Tensor, target: torch.Tensor) -> dict[str, torc
     y = target.double().flatten(1)[:, None]  # [B, 1, D]
     K, D = x.shape[1], x.shape[2]
     d2_y = ((x - y) ** 2).mean(-1)  # [B, K] squared RMS to the truth
-    d2_pairs = torch.stack([((x[:, k] - x[:, l]) ** 2).mean(-1) for k in range(K) for l in range(K) if k != l], 1) \
-        if K > 1 else torch.zeros_like(d2_y[:, :1])  # [B, K(K-1)]
+    # each unordered pair once: the mean over pairs k != l is the same
+    d2_pairs = torch.stack([((x[:, k] - x[:, l]) ** 2).mean(-1) for k in range(K) for l in range(k + 1, K)], 1) \
+        if K > 1 else torch.zeros_like(d2_y[:, :1])  # [B, K(K-1)/2]
     error, spread = d2_y.sqrt().mean(1), d2_pairs.sqrt().mean(1)
     pair_ms = d2_pairs.mean(1)
     calibration = torch.where(pair_ms > 0, d2_y.mean(1) / pair_ms.clamp_min(1e-300),
