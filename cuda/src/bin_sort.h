@@ -43,6 +43,20 @@ static_assert(kTileSortMax >= 2 && (kTileSortMax & (kTileSortMax - 1)) == 0, "a 
 // camera has at most kBinTilesMax tiles (4,096 = 1024 x 1024 pixels; 32 KB for the scatter's two arrays).
 constexpr int kBinTilesMax = 4096;
 constexpr int kBinThreads = 128;  // (camera, Gaussian) pairs per count / scatter block
+// Threads per (camera, Gaussian) in the count and scatter kernels (bin_walk_rows). 0: by size, 4 up to
+// kBinSplitFourMax pairs, else 2 (H200, benchmarks/rasterizer_notes.md run 10: 4 is best at 6k and 16k Gaussians,
+// 2 at 65k, where a Gaussian covers fewer tile rows); 1, 2 or 4 force one (test and timing builds).
+#ifndef DD3G_RASTER_BIN_SPLIT
+#define DD3G_RASTER_BIN_SPLIT 0
+#endif
+static_assert(DD3G_RASTER_BIN_SPLIT == 0 || DD3G_RASTER_BIN_SPLIT == 1 || DD3G_RASTER_BIN_SPLIT == 2 ||
+                  DD3G_RASTER_BIN_SPLIT == 4,
+              "0 (by size), 1, 2 or 4 threads per Gaussian");
+constexpr int64_t kBinSplitFourMax = 1 << 15;
+inline int bin_split_for(int64_t pairs) {
+    if (DD3G_RASTER_BIN_SPLIT != 0) return DD3G_RASTER_BIN_SPLIT;
+    return pairs <= kBinSplitFourMax ? 4 : 2;
+}
 constexpr uint64_t kKeyNone = ~0ull;  // padding: sorts after every real key (depth bits < 0xFFFFFFFF)
 
 DD3G_HD uint64_t bin_key(uint32_t depth_bits, uint32_t index) { return ((uint64_t)depth_bits << 32) | index; }
@@ -61,15 +75,23 @@ DD3G_HD void bin_range(uint64_t start, uint64_t count, uint64_t capacity, uint64
     *s1 = start + count < capacity ? start + count : capacity;
 }
 
-// The walk of a visible Gaussian, row by row, in emit_walk.h's order: f(ty * tiles_x + tx) for every tile
-// (tight_row once per row, or the whole rect row without tight binning).
+// A share of the walk of a visible Gaussian: the rows ty0 + first, ty0 + first + step, ... (0 <= first < step); in
+// each, f(ty * tiles_x + tx) for every tile (tight_row once per row, or the whole rect row without tight binning).
+// The `step` shares first = 0 .. step-1 together visit every tile of bin_walk once: the count and scatter kernels
+// give each Gaussian bin_split_for(pairs) threads, so that a Gaussian over many tile rows is not one long serial
+// chain of shared atomics.
 template <typename F>
-DD3G_HD void bin_walk(const Projected& p, bool tight, int tiles_x, F&& f) {
-    for (int ty = p.ty0; ty < p.ty1; ++ty) {
+DD3G_HD void bin_walk_rows(const Projected& p, bool tight, int tiles_x, int first, int step, F&& f) {
+    for (int ty = p.ty0 + first; ty < p.ty1; ty += step) {
         int c0 = p.tx0, c1 = p.tx1;
         if (tight) tight_row(p, ty, &c0, &c1);
         for (int tx = c0; tx < c1; ++tx) f((uint32_t)(ty * tiles_x + tx));
     }
+}
+// The whole walk, row by row, in emit_walk.h's order.
+template <typename F>
+DD3G_HD void bin_walk(const Projected& p, bool tight, int tiles_x, F&& f) {
+    bin_walk_rows(p, tight, tiles_x, 0, 1, f);
 }
 
 // Bitonic sort of keys[0, n), n a power of two, ascending: for k = 2, 4, ..., n and j = k/2, ..., 1 (a barrier

@@ -1,7 +1,8 @@
 // dd3g_raster.cu: tile-based forward Gaussian rasteriser behind the C API of dd3g_raster.h.
 //
 // Pipeline (all on `stream`, no allocation, no host sync unless DD3G_RASTER_EXACT_COUNT):
-//   1. project      one thread per (camera, Gaussian): EWA projection, SH colour, tile rect, tile count,
+//   1. project      one thread per (camera, Gaussian) (SH rows staged in shared memory; from 2^17 Gaussians one
+//                   block projects into every camera): EWA projection, SH colour, tile rect, tile count,
 //                   depth key (float bits of camera z; culled = 0xFFFFFFFF)
 //   2. depth sort   CUB radix sort of C*N (depth key, index) pairs, 32 bits
 //   3. gather+scan  tile counts in depth order -> inclusive prefix sum (int64) = end offset of each Gaussian
@@ -19,15 +20,15 @@
 //                   65535 tiles): depth order inside a tile survives because the sort is stable
 //   7. ranges       [start, end) of every tile in the sorted list
 //   8. raster       one 16x16 block per (tile, camera): front-to-back blending in batches of 256 Gaussians
-//                   staged in shared memory
+//                   staged in shared memory, two Gaussians a step (DD3G_RASTER_BLEND_STEP)
 // Sorting depth once per Gaussian and then only the few tile bits per intersection moves far fewer bytes than
 // gsplat's single 64-bit (camera | tile | depth) sort of all intersections.
 //
 // Small frames (up to DD3G_RASTER_BINNED_MAX (camera, Gaussian) pairs) take the binned path instead (bin_sort.h):
 // a memset and four kernels instead of ~14 nodes, because there the frame is a chain of latencies, not work:
-//   1. k_bin_count    as step 1 (no depth keys); a block of 128 Gaussians of one camera counts its walks in a shared
-//                     histogram and adds it to the tile counters, one atomic per touched tile, whose return value is
-//                     the block's offset inside the tile
+//   1. k_bin_count    as step 1 (no depth keys); a block of 128 Gaussians of one camera (4 or 2 threads each, by
+//                     size: bin_split_for) counts its walks in a shared histogram and adds it to the tile counters,
+//                     one atomic per touched tile, whose return value is the block's offset inside the tile
 //   2. k_bin_scan     one block: tile counts -> tile ranges (clamped to the capacity) and the header
 //   3. k_bin_scatter  the walk again; entry -> tile start + block offset + shared rank: (depth bits, index)
 //   4. k_raster_binned each tile block sorts its entries by (depth bits, index) in shared memory (bitonic;
@@ -95,7 +96,18 @@
 #endif
 // Timing diagnostics only (wrong images; never in a shipped build): 1 skips the binned path's per-tile sort (tiles
 // blend in scatter order), 2 skips the blending (staging still runs; every pixel gets the background). They
-// split the binned raster kernel's time into sort and blend (benchmarks/rasterizer_notes.md run 7).
+// split the binned raster kernel's time into sort and blend (benchmarks/rasterizer_notes.md run 7). 3 renders
+// correct images and records, per raster block, its start and end (globaltimer), cycles, SM, list length, rounds
+// (batches in k_raster) and the largest evaluation count of its pixels (with COUNT_EVALS), read back with
+// dd3g_raster_diag_read (exported by DIAG=3 builds only; benchmarks/raster_block_timing.py).
+// Minimum resident blocks per SM asked of the compiler (second argument of __launch_bounds__) for k_raster and for
+// k_raster_binned; 1 leaves the registers to ptxas (run 10 of benchmarks/rasterizer_notes.md measured both).
+#ifndef DD3G_RASTER_MIN_BLOCKS
+#define DD3G_RASTER_MIN_BLOCKS 1
+#endif
+#ifndef DD3G_RASTER_BINNED_MIN_BLOCKS
+#define DD3G_RASTER_BINNED_MIN_BLOCKS 1
+#endif
 #ifndef DD3G_RASTER_DIAG
 #define DD3G_RASTER_DIAG 0
 #endif
@@ -286,10 +298,11 @@ __device__ __forceinline__ float ld<__half>(const __half* p, size_t i) { return 
 // Step 1 for one (camera, Gaussian) number idx < N * C: stores its projection and returns its tile count (0: culled),
 // also written to counts. kRowCount = false (the binned path, whose caller walks the tiles anyway and counts them
 // there): no row walk here, counts is left to the caller, and the return value is 1 for a visible Gaussian.
-template <typename T, bool kRowCount = true>
+// sh_at(i) returns SH element i (coefficient-major, i < 3 K) of the pair's Gaussian as float.
+template <typename T, bool kRowCount = true, typename ShAt>
 __device__ __forceinline__ uint32_t project_one(
     uint32_t idx, uint32_t N, const T* __restrict__ means, const T* __restrict__ quats, const T* __restrict__ scales,
-    const T* __restrict__ opacities, const T* __restrict__ sh, int K, const float* __restrict__ viewmats,
+    const T* __restrict__ opacities, const ShAt& sh_at, int K, const float* __restrict__ viewmats,
     const float* __restrict__ Ks, int W, int H, int tiles_x, int tiles_y, float near_plane, float far_plane,
     float eps2d, bool tight, float4* __restrict__ pa, float4* __restrict__ pb, float4* __restrict__ pc,
     ushort4* __restrict__ rects, uint32_t* __restrict__ counts, uint32_t* __restrict__ dkeys,
@@ -326,9 +339,8 @@ __device__ __forceinline__ uint32_t project_one(
     if (dkeys) dkeys[idx] = __float_as_uint(p.depth);  // positive floats sort like their bit patterns
     float cc[3];
     dd3g::camera_centre(V, cc);
-    const T* shg = sh + (size_t)g * K * 3;
     float rgb[3];
-    dd3g::eval_sh(K, m[0] - cc[0], m[1] - cc[1], m[2] - cc[2], [&](int i) { return ld(shg, (size_t)i); }, rgb);
+    dd3g::eval_sh(K, m[0] - cc[0], m[1] - cc[1], m[2] - cc[2], sh_at, rgb);
     pa[idx] = make_float4(p.x, p.y, p.opacity, p.depth);
     pb[idx] = make_float4(p.ca, p.cb, p.cc, 0.f);
     pc[idx] = make_float4(fmaxf(rgb[0] + 0.5f, 0.f), fmaxf(rgb[1] + 0.5f, 0.f), fmaxf(rgb[2] + 0.5f, 0.f), 0.f);
@@ -337,20 +349,53 @@ __device__ __forceinline__ uint32_t project_one(
     return n;
 }
 
-// Step 1, one thread per (camera, Gaussian): the default path's projection (1-D grid, depth keys).
+// Step 1 of the default path: the projection (depth keys, row counts). A block takes kProjThreads consecutive
+// Gaussians and the cameras [blockIdx.y * cams, ...) of them (cams: project_cams). It first copies its Gaussians' SH
+// rows (3 K floats each: 3/4 of the input bytes at degree 3) into shared memory with consecutive threads on
+// consecutive floats, then projects: a thread reading its own 192-byte row from global memory touches a separate
+// sector per lane and load (benchmarks/rasterizer_notes.md run 11). The values and the arithmetic are those of the
+// per-thread reads, so the colours are bit-identical. Rows are padded to an odd number of floats, so that 32 lanes
+// reading their own rows hit 32 different banks.
+constexpr int kProjThreads = 128;
+constexpr int kProjShStride = 16 * 3 + 1;  // floats a staged row takes at most (K = 16)
 template <typename T>
-__global__ void __launch_bounds__(256)
-k_project(uint32_t N, uint32_t C, const T* __restrict__ means, const T* __restrict__ quats,
+__global__ void __launch_bounds__(kProjThreads)
+k_project(uint32_t N, uint32_t C, uint32_t cams, const T* __restrict__ means, const T* __restrict__ quats,
           const T* __restrict__ scales, const T* __restrict__ opacities, const T* __restrict__ sh, int K,
           const float* __restrict__ viewmats, const float* __restrict__ Ks, int W, int H, int tiles_x,
           int tiles_y, float near_plane, float far_plane, float eps2d, bool tight, float4* __restrict__ pa,
           float4* __restrict__ pb, float4* __restrict__ pc, ushort4* __restrict__ rects,
           uint32_t* __restrict__ counts, uint32_t* __restrict__ dkeys, uint32_t* __restrict__ dvals) {
-    const uint32_t idx = blockIdx.x * blockDim.x + threadIdx.x;
-    dd3g::Projected p;
-    if (idx < N * C)
-        project_one<T>(idx, N, means, quats, scales, opacities, sh, K, viewmats, Ks, W, H, tiles_x, tiles_y,
-                       near_plane, far_plane, eps2d, tight, pa, pb, pc, rects, counts, dkeys, dvals, p);
+    __shared__ float s_sh[kProjThreads * kProjShStride];
+    const int row = 3 * K, stride = row | 1;
+    const uint32_t g0 = blockIdx.x * kProjThreads;
+    const uint32_t rows = min((uint32_t)kProjThreads, N - g0);
+    for (uint32_t e = threadIdx.x; e < rows * (uint32_t)row; e += kProjThreads) {
+        const uint32_t r = e / row, i = e - r * row;
+        s_sh[r * stride + i] = ld(sh, (size_t)g0 * row + e);
+    }
+    __syncthreads();
+    const uint32_t g = g0 + threadIdx.x;
+    if (g >= N) return;
+    const float* mine = s_sh + threadIdx.x * stride;
+    const auto sh_at = [&](int i) { return mine[i]; };
+    const uint32_t c0 = blockIdx.y * cams, c1 = min(C, c0 + cams);
+    for (uint32_t cam = c0; cam < c1; ++cam) {
+        dd3g::Projected p;
+        project_one<T>(cam * N + g, N, means, quats, scales, opacities, sh_at, K, viewmats, Ks, W, H, tiles_x,
+                       tiles_y, near_plane, far_plane, eps2d, tight, pa, pb, pc, rects, counts, dkeys, dvals, p);
+    }
+}
+
+// Cameras a k_project block loops over: all of them once a scene has enough Gaussians to fill the GPU with one
+// thread each (each input then read once for all cameras), else one (a block per camera and block of Gaussians).
+#ifndef DD3G_RASTER_PROJECT_ALL_CAMS_MIN
+#define DD3G_RASTER_PROJECT_ALL_CAMS_MIN (1 << 17)
+#endif
+// (More than 65,535 cameras share blocks too: the grid's y dimension stops there.)
+uint32_t project_cams(int64_t N, int C) {
+    if (N >= DD3G_RASTER_PROJECT_ALL_CAMS_MIN) return (uint32_t)C;
+    return (uint32_t)std::max(1, (C + 65534) / 65535);
 }
 
 __global__ void k_gather_counts(uint32_t CN, const uint32_t* __restrict__ sorted_idx,
@@ -557,42 +602,106 @@ __device__ __forceinline__ void stage_gaussian(int slot, uint32_t id, const floa
     s_c[slot] = pc[id];
 }
 
+// Composite a Gaussian of opacity alpha (>= the threshold), colour *c and depth front to back. Returns true (and
+// leaves the sums) when the pixel stops: the transmittance would fall to kTransmittanceMin or below.
+__device__ __forceinline__ bool composite(float alpha, const float4* c, float depth, PixelAcc& acc) {
+    const float next_T = acc.T * (1.f - alpha);
+    if (next_T <= dd3g::kTransmittanceMin) {
+        acc.done = true;
+        return true;
+    }
+    const float w = alpha * acc.T;
+    const float4 col = *c;
+    acc.r += col.x * w;
+    acc.g += col.y * w;
+    acc.b += col.z * w;
+    acc.d += depth * w;
+    acc.T = next_T;
+    return false;
+}
+
+#if DD3G_RASTER_LOG2_BLEND
+// -sigma log2(e) of staged Gaussian (a, cb) at pixel centre (fx, fy): one expression, used by both loops below, so
+// that the compiler contracts it the same way in each.
+__device__ __forceinline__ float log2_power(const float4& a, const float4& cb, float fx, float fy) {
+    const float dx = a.x - fx, dy = a.y - fy;
+    return (cb.x * dx + cb.y * dy) * dx + cb.z * (dy * dy);
+}
+
+// One staged Gaussian j with its power p: the pre-test, the exact alpha test and the blend. Returns true when the
+// pixel has stopped (transmittance would fall to kTransmittanceMin or below).
+template <bool kCount>
+__device__ __forceinline__ bool blend_one(const float4& a, const float4& cb, float p, const float4* s_c, int j,
+                                          PixelAcc& acc) {
+    if (kCount) ++acc.n_eval;
+    if (p > 0.f || p < cb.w) return false;  // sigma < 0, or alpha clearly below the threshold
+    const float alpha = fminf(dd3g::kAlphaMax, a.z * ex2_approx(p));
+    if (alpha < dd3g::kAlphaThreshold) return false;
+    return composite(alpha, s_c + j, a.w, acc);
+}
+#endif
+
 // Blend the n Gaussians staged in s_a/s_b/s_c (in order, by stage_gaussian) into the pixel at (fx, fy).
+// DD3G_RASTER_BLEND_STEP (1, 2 or 4): Gaussians a step, all loaded and their powers computed before the first is
+// blended, so a warp whose pixels go through the whole list (a silhouette tile never saturates) has that many
+// independent chains of shared loads and multiply-adds in flight instead of one; they are blended strictly in
+// order, with the same arithmetic, so images and evaluation counts are those of the one-at-a-time loop
+// (benchmarks/rasterizer_notes.md run 10).
+#ifndef DD3G_RASTER_BLEND_STEP
+#define DD3G_RASTER_BLEND_STEP 2
+#endif
+#if DD3G_RASTER_BLEND_STEP != 1 && DD3G_RASTER_BLEND_STEP != 2 && DD3G_RASTER_BLEND_STEP != 4
+#error "DD3G_RASTER_BLEND_STEP must be 1, 2 or 4"
+#endif
 template <bool kCount>
 __device__ __forceinline__ void blend_staged(int n, const float4* s_a, const float4* s_b, const float4* s_c, float fx,
                                              float fy, PixelAcc& acc) {
 #if DD3G_RASTER_DIAG == 2
     return;
 #endif
+#if DD3G_RASTER_LOG2_BLEND
+    if (acc.done) return;
+    int j = 0;
+#if DD3G_RASTER_BLEND_STEP == 4
+    for (; j + 3 < n; j += 4) {
+        float4 a[4], b[4];
+        float p[4];
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            a[k] = s_a[j + k];
+            b[k] = s_b[j + k];
+        }
+#pragma unroll
+        for (int k = 0; k < 4; ++k) p[k] = log2_power(a[k], b[k], fx, fy);
+#pragma unroll
+        for (int k = 0; k < 4; ++k)
+            if (blend_one<kCount>(a[k], b[k], p[k], s_c, j + k, acc)) return;
+    }
+#endif
+#if DD3G_RASTER_BLEND_STEP >= 2
+    for (; j + 1 < n; j += 2) {
+        const float4 a0 = s_a[j], b0 = s_b[j], a1 = s_a[j + 1], b1 = s_b[j + 1];
+        const float p0 = log2_power(a0, b0, fx, fy), p1 = log2_power(a1, b1, fx, fy);
+        if (blend_one<kCount>(a0, b0, p0, s_c, j, acc)) return;
+        if (blend_one<kCount>(a1, b1, p1, s_c, j + 1, acc)) return;
+    }
+#endif
+    for (; j < n; ++j) {
+        const float4 a = s_a[j], cb = s_b[j];
+        if (blend_one<kCount>(a, cb, log2_power(a, cb, fx, fy), s_c, j, acc)) return;
+    }
+#else
     for (int j = 0; j < n && !acc.done; ++j) {
         const float4 a = s_a[j];
         const float4 cb = s_b[j];
         const float dx = a.x - fx, dy = a.y - fy;
-#if DD3G_RASTER_LOG2_BLEND
-        const float p = (cb.x * dx + cb.y * dy) * dx + cb.z * (dy * dy);  // -sigma log2(e)
-        if (kCount) ++acc.n_eval;
-        if (p > 0.f || p < cb.w) continue;  // sigma < 0, or alpha clearly below the threshold
-        const float alpha = fminf(dd3g::kAlphaMax, a.z * ex2_approx(p));
-        if (alpha < dd3g::kAlphaThreshold) continue;
-#else
         const float sigma = 0.5f * (cb.x * dx * dx + cb.z * dy * dy) + cb.y * dx * dy;
         const float alpha = fminf(dd3g::kAlphaMax, a.z * __expf(-sigma));
         if (kCount) ++acc.n_eval;
         if (sigma < 0.f || alpha < dd3g::kAlphaThreshold) continue;
-#endif
-        const float next_T = acc.T * (1.f - alpha);
-        if (next_T <= dd3g::kTransmittanceMin) {
-            acc.done = true;
-            break;
-        }
-        const float w = alpha * acc.T;
-        const float4 c = s_c[j];
-        acc.r += c.x * w;
-        acc.g += c.y * w;
-        acc.b += c.z * w;
-        acc.d += a.w * w;
-        acc.T = next_T;
+        if (composite(alpha, s_c + j, a.w, acc)) break;
     }
+#endif
 }
 
 // The evaluation count (one atomic per warp) and the pixel's outputs.
@@ -623,8 +732,54 @@ __device__ __forceinline__ void finish_pixel(const PixelAcc& acc, const TilePixe
     if (out_depth) out_depth[pix] = acc.d / fmaxf(alpha, 1e-10f);
 }
 
+#if DD3G_RASTER_DIAG == 3
+struct DiagRecord {  // one per raster block; field order as benchmarks/raster_block_timing.py reads it
+    unsigned long long t0, t1, cycles;
+    unsigned smid, n, rounds, max_eval;
+};
+constexpr int kDiagMax = 1 << 16;
+__device__ DiagRecord g_diag[kDiagMax];
+__device__ __forceinline__ unsigned long long diag_ns() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+struct DiagBlock {
+    unsigned long long t0 = 0, c0 = 0;
+    unsigned rounds = 0;
+    __device__ void begin(unsigned* s_max) {
+        if (threadIdx.x == 0 && threadIdx.y == 0) {
+            *s_max = 0;
+            t0 = diag_ns();
+            c0 = clock64();
+        }
+        __syncthreads();
+    }
+    __device__ void end(unsigned* s_max, int n, const PixelAcc& acc) {
+        atomicMax(s_max, acc.n_eval);
+        __syncthreads();
+        if (threadIdx.x != 0 || threadIdx.y != 0) return;
+        const unsigned b = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+        if (b >= (unsigned)kDiagMax) return;
+        unsigned sm;
+        asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+        g_diag[b] = DiagRecord{t0, diag_ns(), (unsigned long long)(clock64() - c0), sm, (unsigned)n, rounds, *s_max};
+    }
+};
+#define DD3G_DIAG_BEGIN            \
+    __shared__ unsigned s_diag_max; \
+    DiagBlock diag;                \
+    diag.begin(&s_diag_max)
+#define DD3G_DIAG_ROUND() ++diag.rounds
+#define DD3G_DIAG_END(n, acc) diag.end(&s_diag_max, (n), (acc))
+#else
+#define DD3G_DIAG_BEGIN (void)0
+#define DD3G_DIAG_ROUND() (void)0
+#define DD3G_DIAG_END(n, acc) (void)0
+#endif
+
 template <bool kCount>
-__global__ void __launch_bounds__(kBlock)
+__global__ void __launch_bounds__(kBlock, DD3G_RASTER_MIN_BLOCKS)
 k_raster(int W, int H, int tiles_x, int tiles_per_cam, const int2* __restrict__ ranges,
          const uint32_t* __restrict__ ivals, const float4* __restrict__ pa, const float4* __restrict__ pb,
          const float4* __restrict__ pc, const float* __restrict__ background, float* __restrict__ out_rgb,
@@ -637,13 +792,16 @@ k_raster(int W, int H, int tiles_x, int tiles_per_cam, const int2* __restrict__ 
     const int2 range = tp.range;
     PixelAcc acc;
     acc.done = !tp.inside;
+    DD3G_DIAG_BEGIN;
     for (int start = range.x; start < range.y; start += kBlock) {
         if (__syncthreads_count(acc.done) == kBlock) break;  // also protects the shared batch being overwritten
+        DD3G_DIAG_ROUND();
         int i = start + tid;
         if (i < range.y) stage_gaussian(tid, ivals[i], pa, pb, pc, s_a, s_b, s_c);
         __syncthreads();
         blend_staged<kCount>(min(kBlock, range.y - start), s_a, s_b, s_c, tp.fx, tp.fy, acc);
     }
+    DD3G_DIAG_END(range.y - range.x, acc);
     finish_pixel<kCount>(acc, tp, W, H, background, out_rgb, out_alpha, out_depth, evals);
 }
 
@@ -690,8 +848,10 @@ k_bin_scan(int64_t num_tiles, int64_t capacity, const uint32_t* __restrict__ til
 // does (no depth keys), counts their walks in a shared histogram of the camera's tiles and adds it to tile_counts
 // (zeroed before): one global atomic per tile the block touched, instead of one per entry on a few hot counters.
 // What that atomic returns is the block's offset inside the tile, kept in block_offsets for the scatter.
-template <typename T>
-__global__ void __launch_bounds__(dd3g::kBinThreads)
+// kSplit threads per Gaussian (dd3g::bin_split_for): the first projects it, then each walks every kSplit-th tile
+// row (bin_walk_rows), reading the projection back from pa / pb / rects (the floats that the scatter's walk reads).
+template <typename T, int kSplit>
+__global__ void __launch_bounds__(dd3g::kBinThreads * kSplit)
 k_bin_count(uint32_t N, const T* __restrict__ means, const T* __restrict__ quats, const T* __restrict__ scales,
             const T* __restrict__ opacities, const T* __restrict__ sh, int K, const float* __restrict__ viewmats,
             const float* __restrict__ Ks, int W, int H, int tiles_x, int tiles_y, float near_plane,
@@ -699,34 +859,46 @@ k_bin_count(uint32_t N, const T* __restrict__ means, const T* __restrict__ quats
             float4* __restrict__ pc, ushort4* __restrict__ rects, uint32_t* __restrict__ counts,
             uint32_t* __restrict__ tile_counts, uint32_t* __restrict__ block_offsets) {
     __shared__ uint32_t s_cnt[dd3g::kBinTilesMax];
+    __shared__ uint32_t s_n[dd3g::kBinThreads];  // tiles of each Gaussian's walk; kNotVisible: culled
+    constexpr uint32_t kNotVisible = ~0u;
     const int tpc = tiles_x * tiles_y;
     for (int t = threadIdx.x; t < tpc; t += blockDim.x) s_cnt[t] = 0;
-    __syncthreads();
-    const uint32_t g = blockIdx.x * blockDim.x + threadIdx.x, cam = blockIdx.y;
-    if (g < N) {
+    const int lg = threadIdx.x % dd3g::kBinThreads, sub = threadIdx.x / dd3g::kBinThreads;
+    const uint32_t g = blockIdx.x * dd3g::kBinThreads + lg, cam = blockIdx.y;
+    if (sub == 0) {
         dd3g::Projected p;
-        uint32_t n = 0;  // tiles of the walk, as k_project's row count gives them
-        if (project_one<T, false>(cam * N + g, N, means, quats, scales, opacities, sh, K, viewmats, Ks, W, H,
-                                  tiles_x, tiles_y, near_plane, far_plane, eps2d, tight, pa, pb, pc, rects, counts,
-                                  nullptr, nullptr, p) > 0)
-            dd3g::bin_walk(p, tight, tiles_x, [&](uint32_t t) {
-                atomicAdd(&s_cnt[t], 1u);
-                ++n;
-            });
-        counts[cam * N + g] = n;
+        const T* shg = sh + (size_t)g * K * 3;
+        const auto sh_at = [&](int i) { return ld(shg, (size_t)i); };
+        s_n[lg] = g < N && project_one<T, false>(cam * N + g, N, means, quats, scales, opacities, sh_at, K, viewmats,
+                                                 Ks, W, H, tiles_x, tiles_y, near_plane, far_plane, eps2d, tight, pa,
+                                                 pb, pc, rects, counts, nullptr, nullptr, p) > 0
+                      ? 0u
+                      : kNotVisible;
+    }
+    __syncthreads();  // also makes the projection in pa / pb / rects visible to the block
+    if (s_n[lg] != kNotVisible) {
+        const dd3g::Projected p = load_projected(pa, pb, rects, cam * N + g);
+        uint32_t n = 0;  // tiles of this thread's rows
+        dd3g::bin_walk_rows(p, tight, tiles_x, sub, kSplit, [&](uint32_t t) {
+            atomicAdd(&s_cnt[t], 1u);
+            ++n;
+        });
+        atomicAdd(&s_n[lg], n);
     }
     __syncthreads();
+    if (sub == 0 && g < N) counts[cam * N + g] = s_n[lg] == kNotVisible ? 0u : s_n[lg];
     uint32_t* mine = tile_counts + (size_t)cam * tpc;
     uint32_t* offs = block_offsets + ((size_t)cam * gridDim.x + blockIdx.x) * tpc;
     for (int t = threadIdx.x; t < tpc; t += blockDim.x)
         if (s_cnt[t]) offs[t] = atomicAdd(mine + t, s_cnt[t]);
 }
 
-// Step 3 of the binned path, per block of kBinThreads Gaussians of one camera (the blocks of k_bin_count): the walk
-// again; each entry goes to slot = tile start + the block's offset in the tile (k_bin_count) + a rank inside the
-// block (shared atomic), and stores (depth bits, number) there. A slot at or past the tile's end (the capacity cut
-// the range short) is dropped.
-__global__ void __launch_bounds__(dd3g::kBinThreads)
+// Step 3 of the binned path, per block of kBinThreads Gaussians of one camera (the blocks of k_bin_count, with the
+// same kSplit threads per Gaussian and rows per thread): the walk again; each entry goes to slot = tile start +
+// the block's offset in the tile (k_bin_count) + a rank inside the block (shared atomic), and stores (depth bits,
+// number) there. A slot at or past the tile's end (the capacity cut the range short) is dropped.
+template <int kSplit>
+__global__ void __launch_bounds__(dd3g::kBinThreads * kSplit)
 k_bin_scatter(uint32_t N, int tiles_x, int tiles_per_cam, bool tight, const uint32_t* __restrict__ counts,
               const float4* __restrict__ pa, const float4* __restrict__ pb, const ushort4* __restrict__ rects,
               const int2* __restrict__ ranges, const uint32_t* __restrict__ block_offsets,
@@ -735,13 +907,14 @@ k_bin_scatter(uint32_t N, int tiles_x, int tiles_per_cam, bool tight, const uint
     const int tpc = tiles_per_cam;
     for (int t = threadIdx.x; t < tpc; t += blockDim.x) s_rank[t] = 0;
     __syncthreads();
-    const uint32_t g = blockIdx.x * blockDim.x + threadIdx.x, cam = blockIdx.y, idx = cam * N + g;
+    const int lg = threadIdx.x % dd3g::kBinThreads, sub = threadIdx.x / dd3g::kBinThreads;
+    const uint32_t g = blockIdx.x * dd3g::kBinThreads + lg, cam = blockIdx.y, idx = cam * N + g;
     if (g >= N || counts[idx] == 0) return;
     const dd3g::Projected p = load_projected(pa, pb, rects, idx);
     const int2* cam_ranges = ranges + (size_t)cam * tpc;
     const uint32_t* offs = block_offsets + ((size_t)cam * gridDim.x + blockIdx.x) * tpc;
     const uint32_t depth_bits = __float_as_uint(p.depth);
-    dd3g::bin_walk(p, tight, tiles_x, [&](uint32_t t) {
+    dd3g::bin_walk_rows(p, tight, tiles_x, sub, kSplit, [&](uint32_t t) {
         const int2 r = cam_ranges[t];
         const uint32_t slot = (uint32_t)r.x + offs[t] + atomicAdd(&s_rank[t], 1u);
         if (slot < (uint32_t)r.y) {
@@ -771,7 +944,7 @@ __device__ __forceinline__ void block_sort_keys(uint64_t* s_key, int n, int tid)
 // yet blended (256, 512, ... at a time, bin_sort.h) until every pixel has stopped, and blended front to back as
 // k_raster does.
 template <bool kCount>
-__global__ void __launch_bounds__(kBlock)
+__global__ void __launch_bounds__(kBlock, DD3G_RASTER_BINNED_MIN_BLOCKS)
 k_raster_binned(int W, int H, int tiles_x, int tiles_per_cam, const int2* __restrict__ ranges,
                 const uint32_t* __restrict__ dbits, const uint32_t* __restrict__ ivals, const float4* __restrict__ pa,
                 const float4* __restrict__ pb, const float4* __restrict__ pc, const float* __restrict__ background,
@@ -799,7 +972,9 @@ k_raster_binned(int W, int H, int tiles_x, int tiles_per_cam, const int2* __rest
 
     uint64_t lo = 0;  // the keys below lo are blended
     bool all_done = false;
+    DD3G_DIAG_BEGIN;
     for (int round = 0; n > 0 && !all_done; ++round) {
+        DD3G_DIAG_ROUND();
         int m;                          // keys in this round
         uint64_t thr = dd3g::kKeyNone;  // the round's largest key (kKeyNone: the last round)
         if (lo == 0 && n <= dd3g::kRoundFirst) {  // a light tile: in one piece
@@ -906,6 +1081,7 @@ k_raster_binned(int W, int H, int tiles_x, int tiles_per_cam, const int2* __rest
         lo = thr + 1;
         __syncthreads();  // s_key is refilled by the next round
     }
+    DD3G_DIAG_END(n, acc);
     finish_pixel<kCount>(acc, tp, W, H, background, out_rgb, out_alpha, out_depth, evals);
 }
 #endif
@@ -951,7 +1127,9 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
         uint32_t* ivals = (uint32_t*)(ws + P.o_ival0);
         DD3G_CUDA(cudaMemsetAsync(tcount, 0, (size_t)P.tiles * sizeof(uint32_t), stream));
         const dim3 bin_grid(blocks_for(P.N, dd3g::kBinThreads), P.C);
-        k_bin_count<T><<<bin_grid, dd3g::kBinThreads, 0, stream>>>(
+        const int split = dd3g::bin_split_for(P.CN);
+        auto count_kernel = split == 4 ? k_bin_count<T, 4> : split == 2 ? k_bin_count<T, 2> : k_bin_count<T, 1>;
+        count_kernel<<<bin_grid, dd3g::kBinThreads * split, 0, stream>>>(
             (uint32_t)P.N, (const T*)buf->means, (const T*)buf->quats, (const T*)buf->scales,
             (const T*)buf->opacities, (const T*)buf->sh, P.K, buf->viewmats, buf->Ks, P.W, P.H, P.tiles_x,
             P.tiles_y, cfg->near_plane, cfg->far_plane, cfg->eps2d, tight, pa, pb, pc, rects, counts, tcount, boff);
@@ -964,8 +1142,9 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
             DD3G_CUDA(cudaStreamSynchronize(stream));
             if (M > (unsigned long long)P.capacity) return DD3G_ERROR_WORKSPACE_TOO_SMALL;
         }
-        k_bin_scatter<<<bin_grid, dd3g::kBinThreads, 0, stream>>>((uint32_t)P.N, P.tiles_x, tiles_per_cam, tight,
-                                                                   counts, pa, pb, rects, ranges, boff, dbits, ivals);
+        auto scatter_kernel = split == 4 ? k_bin_scatter<4> : split == 2 ? k_bin_scatter<2> : k_bin_scatter<1>;
+        scatter_kernel<<<bin_grid, dd3g::kBinThreads * split, 0, stream>>>(
+            (uint32_t)P.N, P.tiles_x, tiles_per_cam, tight, counts, pa, pb, rects, ranges, boff, dbits, ivals);
         DD3G_LAUNCHED("k_bin_scatter");
         dim3 grid(P.tiles_x, P.tiles_y, P.C), block(kTile, kTile);
         if (count)
@@ -981,8 +1160,10 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
     }
 #endif
     if (CN > 0) {
-        k_project<T><<<blocks_for(CN, 256), 256, 0, stream>>>(
-            (uint32_t)P.N, (uint32_t)P.C, (const T*)buf->means, (const T*)buf->quats, (const T*)buf->scales,
+        const uint32_t cams = project_cams(P.N, P.C);
+        const dim3 proj_grid(blocks_for(P.N, kProjThreads), (P.C + cams - 1) / cams);
+        k_project<T><<<proj_grid, kProjThreads, 0, stream>>>(
+            (uint32_t)P.N, (uint32_t)P.C, cams, (const T*)buf->means, (const T*)buf->quats, (const T*)buf->scales,
             (const T*)buf->opacities, (const T*)buf->sh, P.K, buf->viewmats, buf->Ks, P.W, P.H, P.tiles_x,
             P.tiles_y, cfg->near_plane, cfg->far_plane, cfg->eps2d, tight, pa, pb, pc, rects, counts,
             (uint32_t*)(ws + P.o_dkey0), (uint32_t*)(ws + P.o_dval0));
@@ -1082,6 +1263,18 @@ bool aligned(const void* p, size_t a) { return ((uintptr_t)p % a) == 0; }
 extern "C" {
 
 int dd3g_raster_version(void) { return DD3G_RASTER_VERSION; }
+
+#if DD3G_RASTER_DIAG == 3
+// Timing diagnostics (DIAG=3 builds only): copy the per-block records of the last raster kernel to the host
+// (clear = 1 zeroes them instead). Returns the record size in bytes, or -1 on a CUDA error.
+DD3G_RASTER_EXPORT int dd3g_raster_diag_read(void* host, size_t bytes, int clear) {
+    const size_t n = bytes < sizeof(g_diag) ? bytes : sizeof(g_diag);
+    void* dev = nullptr;
+    if (cudaGetSymbolAddress(&dev, g_diag) != cudaSuccess) return -1;
+    if (clear) return cudaMemset(dev, 0, sizeof(g_diag)) == cudaSuccess ? (int)sizeof(DiagRecord) : -1;
+    return cudaMemcpy(host, dev, n, cudaMemcpyDeviceToHost) == cudaSuccess ? (int)sizeof(DiagRecord) : -1;
+}
+#endif
 
 const char* dd3g_raster_status_string(int status) {
     switch (status) {

@@ -31,7 +31,7 @@ using twin::I;
 using twin::U;
 
 long long g_walk_tiles = 0, g_blocks = 0, g_clamped = 0, g_rounds = 0, g_multi_round = 0, g_keys = 0,
-          g_split_rounds = 0, g_exact_rounds = 0;
+          g_split_rounds = 0, g_exact_rounds = 0, g_split_walks = 0;
 
 bool fail(const char* what, long long a, long long b) {
     printf("FAIL %s (%lld vs %lld)\n", what, a, b);
@@ -52,7 +52,17 @@ bool check_walk(std::mt19937_64& rng) {
     std::vector<uint32_t> theirs;
     for (int i = 0; i < area && keys[i] != 0xFFFFFFFFu; ++i) theirs.push_back(keys[i]);
     if (ours != theirs) return fail("bin_walk differs from the emit walk", (long long)ours.size(), (long long)theirs.size());
+    // the kernels' shares (bin_walk_rows, `step` threads a Gaussian): together every tile of the walk, once
+    const int step = I(rng, 1, 5);
+    std::vector<uint32_t> shares;
+    for (int first = 0; first < step; ++first)
+        dd3g::bin_walk_rows(p, tight, tiles_x, first, step, [&](uint32_t t) { shares.push_back(t); });
+    std::sort(shares.begin(), shares.end());
+    std::sort(theirs.begin(), theirs.end());
+    if (shares != theirs) return fail("the shares of bin_walk_rows differ from the walk", (long long)shares.size(),
+                                      (long long)theirs.size());
     g_walk_tiles += (long long)ours.size();
+    g_split_walks += step > 1 && p.ty1 - p.ty0 > 1;
     return true;
 }
 
@@ -272,8 +282,8 @@ int main(int argc, char** argv) {
         if (!check_list(rng, i)) return 1;
         if (!check_tile(rng, i)) return 1;
     }
-    printf("OK walk_tiles=%lld blocks=%lld clamped=%lld keys=%lld rounds=%lld multi_round=%lld split_rounds=%lld "
-           "exact_rounds=%lld\n", g_walk_tiles, g_blocks, g_clamped, g_keys, g_rounds, g_multi_round, g_split_rounds,
-           g_exact_rounds);
+    printf("OK walk_tiles=%lld split_walks=%lld blocks=%lld clamped=%lld keys=%lld rounds=%lld multi_round=%lld "
+           "split_rounds=%lld exact_rounds=%lld\n", g_walk_tiles, g_split_walks, g_blocks, g_clamped, g_keys, g_rounds,
+           g_multi_round, g_split_rounds, g_exact_rounds);
     return 0;
 }

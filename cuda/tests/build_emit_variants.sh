@@ -12,6 +12,8 @@
 #   build/binned_all/libdd3g_raster.so   -DDD3G_RASTER_BINNED_MAX=0xFFFFFFFFu: always the binned path
 #   build/binned_s64/libdd3g_raster.so   always binned, -DDD3G_RASTER_TILE_SORT_MAX=64: tiles sorted in rounds
 #   build/binned_s4096/libdd3g_raster.so always binned, with 4,096-key tile sorts (timing the shared-memory size)
+#   build/bin_split1/libdd3g_raster.so   -DDD3G_RASTER_BIN_SPLIT=1: one thread per Gaussian in the binned count and
+#                                        scatter kernels (the default gives 4 or 2 by size)
 #   build/log2_off/libdd3g_raster.so     -DDD3G_RASTER_LOG2_BLEND=0: the blend loop as raster_math writes it (not
 #                                        bit-identical to the default: test_log2_blend_matches_the_written_form)
 # for one architecture (ARCH, default 90), with the compile flags of the CMake Release build (build/build.ninja:
@@ -60,4 +62,5 @@ run build/binned_all/libdd3g_raster.so -DDD3G_RASTER_BINNED_MAX=0xFFFFFFFFu
 run build/binned_s64/libdd3g_raster.so -DDD3G_RASTER_BINNED_MAX=0xFFFFFFFFu -DDD3G_RASTER_TILE_SORT_MAX=64
 run build/binned_s4096/libdd3g_raster.so -DDD3G_RASTER_BINNED_MAX=0xFFFFFFFFu -DDD3G_RASTER_TILE_SORT_MAX=4096
 run build/log2_off/libdd3g_raster.so -DDD3G_RASTER_LOG2_BLEND=0
+run build/bin_split1/libdd3g_raster.so -DDD3G_RASTER_BIN_SPLIT=1
 for p in "${pids[@]}"; do wait "$p"; done

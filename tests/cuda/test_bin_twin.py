@@ -33,6 +33,7 @@ def test_binned_path_matches_plain_cpp(bin_twin, seed):
     stats = dict(kv.split("=") for kv in r.stdout.split()[1:])
     # the random cases reached the paths that matter
     assert int(stats["walk_tiles"]) > 100_000
+    assert int(stats["split_walks"]) > 1000  # walks shared by several threads (rows split between them)
     assert int(stats["blocks"]) > 1000  # count / scatter blocks reserving slots
     assert int(stats["clamped"]) > 30  # capacity below the list size
     assert int(stats["multi_round"]) > 30  # tiles sorted in several rounds
@@ -51,8 +52,9 @@ def test_binned_kernels_call_the_twinned_code():
     """The twin only proves something if the kernels run the header's functions, not a copy of them."""
     src = (ROOT / "cuda/src/dd3g_raster.cu").read_text()
     assert "dd3g::bin_range(" in kernel_body(src, "k_bin_scan")
-    assert kernel_body(src, "k_bin_scatter").count("dd3g::bin_walk(") == 1
-    assert "dd3g::bin_walk(" in kernel_body(src, "k_bin_count")
+    assert kernel_body(src, "k_bin_scatter").count("dd3g::bin_walk_rows(") == 1
+    assert kernel_body(src, "k_bin_count").count("dd3g::bin_walk_rows(") == 1
+    assert "sub, kSplit," in kernel_body(src, "k_bin_count") and "sub, kSplit," in kernel_body(src, "k_bin_scatter")
     assert "dd3g::bitonic_step(" in kernel_body(src, "block_sort_keys")
     raster = kernel_body(src, "k_raster_binned")
     for fn in ("bin_select_match", "bin_select_digit", "bin_select_pick", "bin_key", "bin_key_index",

@@ -277,10 +277,13 @@ def binned_max() -> int:
 # builds that take the binned path at every size (the default does up to binned_max() pairs)
 ALWAYS_BINNED = {"build/binned_all/libdd3g_raster.so", "build/binned_s64/libdd3g_raster.so",
                  "build/binned_s4096/libdd3g_raster.so"}
+# builds that bin as the default does (up to binned_max() pairs)
+BINNED_BY_SIZE = {"default", "build/bin_split1/libdd3g_raster.so"}
 
 
 @pytest.mark.parametrize("variant,n", [("build/emit_staged/libdd3g_raster.so", 6000), ("default", 530_000),
-                                       ("default", 6000),
+                                       ("default", 6000), ("default", 30_000), ("default", 40_000),
+                                       ("build/bin_split1/libdd3g_raster.so", 6000),
                                        ("build/emit_flat/libdd3g_raster.so", 6000),
                                        ("build/emit_flat/libdd3g_raster.so", 530_000),
                                        ("build/nofold/libdd3g_raster.so", 6000),
@@ -300,7 +303,10 @@ def test_emit_variants_render_identical_images(torch, lib, variant, n):
     path (count, scan, scatter, shared-memory sort per tile) up to DD3G_RASTER_BINNED_MAX pairs (6,000 x 2 cameras)
     and the staged writer from 2^20 (530,000 x 2 cameras). "build/binned_off" never bins; "build/binned_all" always
     does, "build/binned_s64" with a 64-key tile sort (rounds of radix selection in almost every tile),
-    "build/binned_s4096" with 4,096 keys. The binned path orders every tile by the same
+    "build/binned_s4096" with 4,096 keys. The default build's count and scatter kernels give a Gaussian 4 threads up
+    to 2^15 pairs (6,000 x 2 cameras) and 2 above (30,000 x 2); "build/bin_split1" one. 40,000 x 2 cameras is
+    sorted with a projection block per camera, 530,000 x 2 with one block projecting both cameras. The binned path orders every
+    tile by the same
     (depth, number) keys, so its images are bit-identical too, and so is the evaluation count; when the capacity
     cuts the list short it drops other entries than the default path does (tiles at the end of the list, not the
     deepest Gaussians), so there only the counts are compared."""
@@ -337,7 +343,7 @@ def test_emit_variants_render_identical_images(torch, lib, variant, n):
     _, st = render(new, rc.RasterOptions(tight_tiles=True), room)
     needed = st.intersections
     assert 0 < needed <= room
-    binned = variant in ALWAYS_BINNED or (variant == "default" and 2 * n <= binned_max())
+    binned = variant in ALWAYS_BINNED or (variant in BINNED_BY_SIZE and 2 * n <= binned_max())
     for opts, cap in ((rc.RasterOptions(tight_tiles=True), room), (rc.RasterOptions(tight_tiles=False), room),
                       (rc.RasterOptions(tight_tiles=True, count_evaluations=True), room),
                       (rc.RasterOptions(tight_tiles=True), needed), (rc.RasterOptions(tight_tiles=True), needed // 2 + 7)):
