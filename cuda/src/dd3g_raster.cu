@@ -94,12 +94,6 @@
 #ifndef DD3G_RASTER_LOG2_BLEND
 #define DD3G_RASTER_LOG2_BLEND 1
 #endif
-// Timing diagnostics only (wrong images; never in a shipped build): 1 skips the binned path's per-tile sort (tiles
-// blend in scatter order), 2 skips the blending (staging still runs; every pixel gets the background). They
-// split the binned raster kernel's time into sort and blend (benchmarks/rasterizer_notes.md run 7). 3 renders
-// correct images and records, per raster block, its start and end (globaltimer), cycles, SM, list length, rounds
-// (batches in k_raster) and the largest evaluation count of its pixels (with COUNT_EVALS), read back with
-// dd3g_raster_diag_read (exported by DIAG=3 builds only; benchmarks/raster_block_timing.py).
 // Minimum resident blocks per SM asked of the compiler (second argument of __launch_bounds__) for k_raster and for
 // k_raster_binned; 1 leaves the registers to ptxas (run 10 of benchmarks/rasterizer_notes.md measured both).
 #ifndef DD3G_RASTER_MIN_BLOCKS
@@ -108,6 +102,12 @@
 #ifndef DD3G_RASTER_BINNED_MIN_BLOCKS
 #define DD3G_RASTER_BINNED_MIN_BLOCKS 1
 #endif
+// Timing diagnostics, never in a shipped build. 1 and 2 render wrong images: 1 skips the binned path's per-tile sort
+// (tiles blend in scatter order), 2 skips the blending (staging still runs; every pixel gets the background); they
+// split the binned raster kernel's time into sort and blend (benchmarks/rasterizer_notes.md run 7). 3 renders
+// correct images and records, per raster block, its start and end (globaltimer), cycles, SM, list length, rounds
+// (batches in k_raster) and the largest evaluation count of its pixels (with COUNT_EVALS), read back with
+// dd3g_raster_diag_read (exported by DIAG=3 builds only; benchmarks/raster_block_timing.py, run 10).
 #ifndef DD3G_RASTER_DIAG
 #define DD3G_RASTER_DIAG 0
 #endif
