@@ -25,8 +25,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sdk"))
-from bench_rasterizer import make_cameras, make_scene  # noqa: E402
+from bench_rasterizer import make_cameras, make_scene  # noqa: E402 - it puts sdk/ on the path too
 
 # DiagRecord of cuda/src/dd3g_raster.cu: t0, t1, cycles (u64), smid, n, rounds, max_eval (u32)
 RECORD = np.dtype([("t0", "<u8"), ("t1", "<u8"), ("cycles", "<u8"), ("smid", "<u4"), ("n", "<u4"),

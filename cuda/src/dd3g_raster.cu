@@ -20,7 +20,7 @@
 //                   65535 tiles): depth order inside a tile survives because the sort is stable
 //   7. ranges       [start, end) of every tile in the sorted list
 //   8. raster       one 16x16 block per (tile, camera): front-to-back blending in batches of 256 Gaussians
-//                   staged in shared memory, two Gaussians a step (DD3G_RASTER_BLEND_STEP)
+//                   staged in shared memory, two Gaussians a step
 // Sorting depth once per Gaussian and then only the few tile bits per intersection moves far fewer bytes than
 // gsplat's single 64-bit (camera | tile | depth) sort of all intersections.
 //
@@ -93,14 +93,6 @@
 // exact alpha test then still decides every pair the pre-test lets through (same cutoffs, see stage_gaussian).
 #ifndef DD3G_RASTER_LOG2_BLEND
 #define DD3G_RASTER_LOG2_BLEND 1
-#endif
-// Minimum resident blocks per SM asked of the compiler (second argument of __launch_bounds__) for k_raster and for
-// k_raster_binned; 1 leaves the registers to ptxas (run 10 of benchmarks/rasterizer_notes.md measured both).
-#ifndef DD3G_RASTER_MIN_BLOCKS
-#define DD3G_RASTER_MIN_BLOCKS 1
-#endif
-#ifndef DD3G_RASTER_BINNED_MIN_BLOCKS
-#define DD3G_RASTER_BINNED_MIN_BLOCKS 1
 #endif
 // Timing diagnostics, never in a shipped build. 1 and 2 render wrong images: 1 skips the binned path's per-tile sort
 // (tiles blend in scatter order), 2 skips the blending (staging still runs; every pixel gets the background); they
@@ -642,17 +634,11 @@ __device__ __forceinline__ bool blend_one(const float4& a, const float4& cb, flo
 #endif
 
 // Blend the n Gaussians staged in s_a/s_b/s_c (in order, by stage_gaussian) into the pixel at (fx, fy).
-// DD3G_RASTER_BLEND_STEP (1, 2 or 4): Gaussians a step, all loaded and their powers computed before the first is
-// blended, so a warp whose pixels go through the whole list (a silhouette tile never saturates) has that many
-// independent chains of shared loads and multiply-adds in flight instead of one; they are blended strictly in
-// order, with the same arithmetic, so images and evaluation counts are those of the one-at-a-time loop
-// (benchmarks/rasterizer_notes.md run 10).
-#ifndef DD3G_RASTER_BLEND_STEP
-#define DD3G_RASTER_BLEND_STEP 2
-#endif
-#if DD3G_RASTER_BLEND_STEP != 1 && DD3G_RASTER_BLEND_STEP != 2 && DD3G_RASTER_BLEND_STEP != 4
-#error "DD3G_RASTER_BLEND_STEP must be 1, 2 or 4"
-#endif
+// Two Gaussians a step: both loaded and their powers computed before the first is blended, so a warp whose pixels
+// go through the whole list (a silhouette tile never saturates) has two independent chains of shared loads and
+// multiply-adds in flight instead of one; they are blended strictly in order, with the same arithmetic, so images and
+// evaluation counts are those of the one-at-a-time loop (benchmarks/rasterizer_notes.md run 10: -1.5 to -8 %; four
+// a step was slower on most frames).
 template <bool kCount>
 __device__ __forceinline__ void blend_staged(int n, const float4* s_a, const float4* s_b, const float4* s_c, float fx,
                                              float fy, PixelAcc& acc) {
@@ -662,30 +648,12 @@ __device__ __forceinline__ void blend_staged(int n, const float4* s_a, const flo
 #if DD3G_RASTER_LOG2_BLEND
     if (acc.done) return;
     int j = 0;
-#if DD3G_RASTER_BLEND_STEP == 4
-    for (; j + 3 < n; j += 4) {
-        float4 a[4], b[4];
-        float p[4];
-#pragma unroll
-        for (int k = 0; k < 4; ++k) {
-            a[k] = s_a[j + k];
-            b[k] = s_b[j + k];
-        }
-#pragma unroll
-        for (int k = 0; k < 4; ++k) p[k] = log2_power(a[k], b[k], fx, fy);
-#pragma unroll
-        for (int k = 0; k < 4; ++k)
-            if (blend_one<kCount>(a[k], b[k], p[k], s_c, j + k, acc)) return;
-    }
-#endif
-#if DD3G_RASTER_BLEND_STEP >= 2
     for (; j + 1 < n; j += 2) {
         const float4 a0 = s_a[j], b0 = s_b[j], a1 = s_a[j + 1], b1 = s_b[j + 1];
         const float p0 = log2_power(a0, b0, fx, fy), p1 = log2_power(a1, b1, fx, fy);
         if (blend_one<kCount>(a0, b0, p0, s_c, j, acc)) return;
         if (blend_one<kCount>(a1, b1, p1, s_c, j + 1, acc)) return;
     }
-#endif
     for (; j < n; ++j) {
         const float4 a = s_a[j], cb = s_b[j];
         if (blend_one<kCount>(a, cb, log2_power(a, cb, fx, fy), s_c, j, acc)) return;
@@ -779,7 +747,7 @@ struct DiagBlock {
 #endif
 
 template <bool kCount>
-__global__ void __launch_bounds__(kBlock, DD3G_RASTER_MIN_BLOCKS)
+__global__ void __launch_bounds__(kBlock, 1)  // ", 1" changes nvcc's code: kept as measured (notes run 10)
 k_raster(int W, int H, int tiles_x, int tiles_per_cam, const int2* __restrict__ ranges,
          const uint32_t* __restrict__ ivals, const float4* __restrict__ pa, const float4* __restrict__ pb,
          const float4* __restrict__ pc, const float* __restrict__ background, float* __restrict__ out_rgb,
@@ -944,7 +912,7 @@ __device__ __forceinline__ void block_sort_keys(uint64_t* s_key, int n, int tid)
 // yet blended (256, 512, ... at a time, bin_sort.h) until every pixel has stopped, and blended front to back as
 // k_raster does.
 template <bool kCount>
-__global__ void __launch_bounds__(kBlock, DD3G_RASTER_BINNED_MIN_BLOCKS)
+__global__ void __launch_bounds__(kBlock, 1)  // ", 1" changes nvcc's code: kept as measured (notes run 10)
 k_raster_binned(int W, int H, int tiles_x, int tiles_per_cam, const int2* __restrict__ ranges,
                 const uint32_t* __restrict__ dbits, const uint32_t* __restrict__ ivals, const float4* __restrict__ pa,
                 const float4* __restrict__ pb, const float4* __restrict__ pc, const float* __restrict__ background,
