@@ -76,15 +76,18 @@ DD3G_HD void bin_range(uint64_t start, uint64_t count, uint64_t capacity, uint64
 }
 
 // A share of the walk of a visible Gaussian: the rows ty0 + first, ty0 + first + step, ... (0 <= first < step); in
-// each, f(ty * tiles_x + tx) for every tile (tight_row once per row, or the whole rect row without tight binning).
+// each, f(ty * tiles_x + tx) for every tile (tight_row_span once per row, the span once per walk, or the whole rect
+// row without tight binning).
 // The `step` shares first = 0 .. step-1 together visit every tile of bin_walk once: the count and scatter kernels
 // give each Gaussian bin_split_for(pairs) threads, so that a Gaussian over many tile rows is not one long serial
 // chain of shared atomics.
 template <typename F>
 DD3G_HD void bin_walk_rows(const Projected& p, bool tight, int tiles_x, int first, int step, F&& f) {
+    TightSpan e{};
+    if (tight) e = tight_span(p);
     for (int ty = p.ty0 + first; ty < p.ty1; ty += step) {
         int c0 = p.tx0, c1 = p.tx1;
-        if (tight) tight_row(p, ty, &c0, &c1);
+        if (tight) tight_row_span(p, e, ty, &c0, &c1);
         for (int tx = c0; tx < c1; ++tx) f((uint32_t)(ty * tiles_x + tx));
     }
 }

@@ -46,9 +46,11 @@ DD3G_HD void emit_run(long long count, long long end_incl, long long capacity, l
 // The original writer: one thread writes the run [pos, end) (non-empty) of one Gaussian, whole.
 DD3G_HD void emit_run_serial(const Projected& p, bool tight, uint32_t base, uint32_t idx, int tiles_x, long long pos,
                              long long end, uint32_t sentinel, uint32_t* keys, uint32_t* vals) {
+    TightSpan e{};
+    if (tight) e = tight_span(p);
     for (int ty = p.ty0; ty < p.ty1 && pos < end; ++ty) {
         int c0 = p.tx0, c1 = p.tx1;
-        if (tight) tight_row(p, ty, &c0, &c1);
+        if (tight) tight_row_span(p, e, ty, &c0, &c1);
         for (int tx = c0; tx < c1 && pos < end; ++tx, ++pos) {
             keys[pos] = base + (uint32_t)(ty * tiles_x + tx);
             vals[pos] = idx;
@@ -64,7 +66,8 @@ DD3G_HD void emit_run_serial(const Projected& p, bool tight, uint32_t base, uint
 
 // A resumable version of the same walk: the state after the entries before `pos` were produced.
 struct EmitWalk {
-    Projected p;         // rect, and (tight) what tight_row reads
+    Projected p;         // rect, and (tight) what tight_row_span reads
+    TightSpan span;      // (tight) the Gaussian's tight_span, computed once for the whole walk
     long long pos, end;  // next position to produce; end of the clamped run (pos >= end: nothing left)
     uint32_t base, idx;  // camera * tiles_per_cam; the value of every entry
     int tiles_x;
@@ -75,6 +78,7 @@ struct EmitWalk {
 DD3G_HD void emit_walk_begin(EmitWalk& w, const Projected& p, bool tight, uint32_t base, uint32_t idx, int tiles_x,
                              long long pos, long long end) {
     w.p = p;
+    w.span = tight ? tight_span(p) : TightSpan{};
     w.pos = pos;
     w.end = end;
     w.base = base;
@@ -102,7 +106,7 @@ DD3G_HD void emit_walk_fill(EmitWalk& w, long long stop, uint32_t sentinel, uint
         } else if (w.ty + 1 < w.p.ty1) {
             ++w.ty;
             int c0 = w.p.tx0, c1 = w.p.tx1;
-            if (w.tight) tight_row(w.p, w.ty, &c0, &c1);
+            if (w.tight) tight_row_span(w.p, w.span, w.ty, &c0, &c1);
             w.tx = c0;
             w.c1 = c1;
             continue;
@@ -158,9 +162,11 @@ DD3G_HD uint32_t emit_owner(long long j, uint32_t CN, const long long* ends) {
 // same arguments, and the sentinel (value 0) when r lies past the walk's last tile (the defensive fill).
 DD3G_HD void emit_entry_at(const Projected& p, bool tight, uint32_t base, uint32_t idx, int tiles_x, long long r,
                            uint32_t sentinel, uint32_t* key, uint32_t* val) {
+    TightSpan e{};
+    if (tight) e = tight_span(p);
     for (int ty = p.ty0; ty < p.ty1; ++ty) {
         int c0 = p.tx0, c1 = p.tx1;
-        if (tight) tight_row(p, ty, &c0, &c1);
+        if (tight) tight_row_span(p, e, ty, &c0, &c1);
         const int w = c1 > c0 ? c1 - c0 : 0;
         if (r < w) {
             *key = base + (uint32_t)(ty * tiles_x + c0 + (int)r);

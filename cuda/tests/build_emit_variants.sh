@@ -16,10 +16,14 @@
 #                                        scatter kernels (the default gives 4 or 2 by size)
 #   build/log2_off/libdd3g_raster.so     -DDD3G_RASTER_LOG2_BLEND=0: the blend loop as raster_math writes it (not
 #                                        bit-identical to the default: test_log2_blend_matches_the_written_form)
+#   build/cull_off/libdd3g_raster.so     -DDD3G_RASTER_WARP_CULL=0 -DDD3G_RASTER_WARP_W=16: no warp culling, warps
+#                                        of 16 x 2 pixels (run 11's raster kernels; same images, more evaluations)
+#   build/warp16/libdd3g_raster.so       -DDD3G_RASTER_WARP_W=16: warp culling (sorted path) with 16 x 2 pixel warps
 # for one architecture (ARCH, default 90), with the compile flags of the CMake Release build (build/build.ninja:
 # -O3 -DNDEBUG, --expt-relaxed-constexpr -lineinfo, -fPIC, hidden visibility) and its static CUDA runtime.
 # Touches nothing else in build/ (other targets may live there).
 #   bash cuda/tests/build_emit_variants.sh            # then run the GPU host with carry [".gpu", "build"]
+#   JOBS=16 bash cuda/tests/build_emit_variants.sh    # on the GPU host itself (nvcc from .gpu), 16 builds at once
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ARCH=${ARCH:-90}
@@ -41,14 +45,14 @@ build() {  # build OUT [-D...]: the default build plus the given defines
   echo "built $out ($* sm_$ARCH): $(stat -c %s "$out") bytes"
 }
 
-# two at a time (each nvcc is mostly single-threaded; this machine has two cores)
+# JOBS at a time (each nvcc is mostly single-threaded; default 2 for a two-core machine, JOBS=16 on the GPU host)
+JOBS=${JOBS:-2}
 pids=()
 run() {
   build "$@" &
   pids+=($!)
-  if ((${#pids[@]} == 2)); then
-    wait "${pids[0]}"
-    wait "${pids[1]}"
+  if ((${#pids[@]} == JOBS)); then
+    for p in "${pids[@]}"; do wait "$p"; done
     pids=()
   fi
 }
@@ -63,4 +67,6 @@ run build/binned_s64/libdd3g_raster.so -DDD3G_RASTER_BINNED_MAX=0xFFFFFFFFu -DDD
 run build/binned_s4096/libdd3g_raster.so -DDD3G_RASTER_BINNED_MAX=0xFFFFFFFFu -DDD3G_RASTER_TILE_SORT_MAX=4096
 run build/log2_off/libdd3g_raster.so -DDD3G_RASTER_LOG2_BLEND=0
 run build/bin_split1/libdd3g_raster.so -DDD3G_RASTER_BIN_SPLIT=1
+run build/cull_off/libdd3g_raster.so -DDD3G_RASTER_WARP_CULL=0 -DDD3G_RASTER_WARP_W=16
+run build/warp16/libdd3g_raster.so -DDD3G_RASTER_WARP_W=16
 for p in "${pids[@]}"; do wait "$p"; done

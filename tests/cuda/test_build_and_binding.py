@@ -203,12 +203,13 @@ def test_find_library_order(built_lib, monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("defines", [("-DDD3G_RASTER_EMIT=3",), ("-DDD3G_RASTER_BINNED_MAX=0",),
                                      ("-DDD3G_RASTER_BINNED_MAX=0xFFFFFFFFu", "-DDD3G_RASTER_TILE_SORT_MAX=64"),
-                                     ("-DDD3G_RASTER_LOG2_BLEND=0",)],
-                         ids=["flat", "binned_off", "binned_s64", "log2_off"])
+                                     ("-DDD3G_RASTER_LOG2_BLEND=0", "-DDD3G_RASTER_WARP_CULL=0",
+                                      "-DDD3G_RASTER_WARP_W=16")],
+                         ids=["flat", "binned_off", "binned_s64", "log2_off_cull_off"])
 def test_variant_builds_compile_cleanly(tmp_path, defines):
     """The variant builds that cuda/tests/build_emit_variants.sh makes for the GPU host (the flat writer always;
-    the binned path never; the binned path always, with a 64-key tile sort; the blend loop in its written form)
-    compile without warnings (an unused
+    the binned path never; the binned path always, with a 64-key tile sort; the blend loop in its written form,
+    here also without warp culling and with 16 x 2 pixel warps, the build/cull_off kernels) compile without warnings (an unused
     kernel would warn), so the device call is not spent on it."""
     nvcc = shutil.which("nvcc") or (shutil.which("nvcc", path="/usr/local/cuda/bin"))
     if nvcc is None:

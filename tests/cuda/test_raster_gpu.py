@@ -307,7 +307,8 @@ def test_emit_variants_render_identical_images(torch, lib, variant, n):
     to 2^15 pairs (6,000 x 2 cameras) and 2 above (30,000 x 2); "build/bin_split1" one. 40,000 x 2 cameras is
     sorted with a projection block per camera, 530,000 x 2 with one block projecting both cameras. The binned path orders every
     tile by the same
-    (depth, number) keys, so its images are bit-identical too, and so is the evaluation count; when the capacity
+    (depth, number) keys, so its images are bit-identical too, and so is the evaluation count, except that the
+    binned raster kernel does not cull warps (the sorted one does: it evaluates fewer pairs); when the capacity
     cuts the list short it drops other entries than the default path does (tiles at the end of the list, not the
     deepest Gaussians), so there only the counts are compared."""
     from dd3g_sdk.render import cuda as rc
@@ -350,7 +351,10 @@ def test_emit_variants_render_identical_images(torch, lib, variant, n):
         a, sa = render(new, opts, cap)
         b, sb = render(old, opts, cap)
         assert sa.intersections == sb.intersections and sa.capacity == sb.capacity
-        assert sa.evaluations == sb.evaluations
+        if binned:  # the binned raster kernel does not cull warps (the baseline's sorted one does): same or more
+            assert sa.evaluations >= sb.evaluations
+        else:
+            assert sa.evaluations == sb.evaluations
         if opts.count_evaluations:
             assert sa.evaluations > 0
         for x, y in zip(a, b):
@@ -385,11 +389,47 @@ def test_binned_dense_tile_in_rounds(torch, lib, variant):
     a = ours(torch, new, g, vm, Ks, W, H, options=rc.RasterOptions(count_evaluations=True))
     b = ours(torch, old, g, vm, Ks, W, H, options=rc.RasterOptions(count_evaluations=True))
     assert a[3].intersections == b[3].intersections > 3 * 2048  # several rounds in the densest tiles
-    assert a[3].evaluations == b[3].evaluations
+    assert a[3].evaluations >= b[3].evaluations  # binned: no warp culling, unlike the baseline's sorted kernel
     for x, y in zip(a[:3], b[:3]):
         assert torch.equal(x, y)
     r = reference(torch, g, vm, Ks, W, H)
     assert mean_abs(a[0], r[0]) <= TOL and mean_abs(a[1], r[1]) <= TOL
+
+
+@pytest.mark.parametrize("variant,n", [("default", 6000), ("default", 530_000),
+                                       ("build/warp16/libdd3g_raster.so", 530_000)])
+def test_warp_culling_renders_identical_images(torch, lib, variant, n):
+    """Warp culling (DD3G_RASTER_WARP_CULL: the sorted path's raster kernel, 8 x 4 pixel warps) skips, per warp, the
+    staged Gaussians whose alpha >= 1/255 region misses all of the warp's pixels: the same pixels, fewer evaluated
+    pairs. Against build/cull_off (no culling, 16 x 2 pixel warps: run 11's raster kernels): the default build and
+    build/warp16 (culling with 16 x 2 warps) give bit-identical outputs and the same intersection count, tight and
+    rect binning; sorted frames (530,000 x 2 cameras) evaluate fewer pairs, binned ones (6,000 x 2: no culling, only
+    the 8 x 4 warp layout) as many."""
+    from dd3g_sdk.render import cuda as rc
+
+    base = ROOT / "build/cull_off/libdd3g_raster.so"
+    for path in (base, ROOT / variant if variant != "default" else base):
+        if not path.is_file():
+            pytest.skip(f"no build at {path} (cuda/tests/build_emit_variants.sh)")
+    new = lib if variant == "default" else rc.RasterLibrary(ROOT / variant)
+    old = rc.RasterLibrary(base)
+    W, H = 512, 384
+    s = random_scene(n, 4, seed=93, scale=(0.01, 0.12) if n < 10_000 else (0.002, 0.02))
+    s["scales"][:20] *= 6.0  # a few large Gaussians: masks with every bit set next to ones with one
+    g = to_dev(torch, s)
+    vm, Ks = (torch.from_numpy(x).cuda() for x in cameras(2, W, H))
+    for tight in (True, False):
+        opts = rc.RasterOptions(tight_tiles=tight, count_evaluations=True)
+        a = ours(torch, new, g, vm, Ks, W, H, options=opts)
+        b = ours(torch, old, g, vm, Ks, W, H, options=opts)
+        assert a[3].intersections == b[3].intersections > 0
+        for x, y in zip(a[:3], b[:3]):
+            assert not torch.isnan(x).any()
+            assert torch.equal(x, y)
+        if n * 2 <= binned_max():
+            assert a[3].evaluations == b[3].evaluations > 0
+        else:
+            assert 0 < a[3].evaluations < b[3].evaluations
 
 
 @pytest.mark.parametrize("n", [6000, 530_000])
