@@ -87,6 +87,18 @@ def make_cameras(torch, C: int, W: int, H: int):
     return vm, Ks
 
 
+def capture_graph(torch, call):
+    """A CUDA graph of call(stream): one warm-up run on a side stream, then the capture (what an app replays)."""
+    side = torch.cuda.Stream()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.stream(side):
+        call(side)
+        side.synchronize()
+        with torch.cuda.graph(graph, stream=side):
+            call(side)
+    return graph
+
+
 def bench_config(torch, lib, rc, gsplat, n, W, C, iters, warmup) -> dict:
     H = W
     g = make_scene(torch, n, seed=n + W + C)
@@ -140,13 +152,7 @@ def bench_config(torch, lib, rc, gsplat, n, W, C, iters, warmup) -> dict:
             if gsplat is not None:
                 row["mean_abs_rgb_vs_gsplat"] = float((rgb - ref_rgb).abs().mean())
                 row["mean_abs_alpha_vs_gsplat"] = float((alpha[..., None] - ref_alpha).abs().mean())
-        side = torch.cuda.Stream()
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.stream(side):
-            call(cfg, ws, side)
-            side.synchronize()
-            with torch.cuda.graph(graph, stream=side):
-                call(cfg, ws, side)
+        graph = capture_graph(torch, lambda s: call(cfg, ws, s))
         row[f"{name}_ms"] = median_cuda_ms(graph.replay, iters, warmup)
         del graph, ws
     cfg, ws = setup(rc.RasterOptions(exact_count=True), int(row["graph_intersections"] * 1.25) + 4096)

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent / "sdk"))
 
-from bench_rasterizer import make_cameras, make_scene  # noqa: E402
+from bench_rasterizer import capture_graph, make_cameras, make_scene  # noqa: E402
 from dd3g_sdk.bench import median_cuda_ms  # noqa: E402
 
 
@@ -45,13 +45,7 @@ def frame(torch, lib, rc, g, vm, Ks, W, C):
     st = lib.read_stats(ws, stream)
     cfg = lib.make_config(n, C, W, W, K, "float32", int(st.intersections * 1.25) + 4096, rc.RasterOptions())
     ws = torch.empty(lib.workspace_size(cfg), dtype=torch.uint8, device="cuda")
-    side = torch.cuda.Stream()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.stream(side):
-        call(cfg, ws, side)
-        side.synchronize()
-        with torch.cuda.graph(graph, stream=side):
-            call(cfg, ws, side)
+    graph = capture_graph(torch, lambda s: call(cfg, ws, s))
     graph.keep = (ws, out, bg)  # the graph's buffers live as long as it does
     return graph, {"intersections": st.intersections, "evaluations": st.evaluations}
 

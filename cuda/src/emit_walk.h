@@ -91,32 +91,41 @@ DD3G_HD void emit_walk_begin(EmitWalk& w, const Projected& p, bool tight, uint32
 }
 
 // Produce the walk's entries at positions [w.pos, min(w.end, stop)) into keys/vals[position - offset], in
-// order, and advance. Each step either writes one entry or moves to the next row, so it ends. The sequence of
-// (position, key, value) over all calls equals emit_run_serial's: the same rows in the same order, tight_row
-// called with the same arguments, the same truncation at `end` and the same sentinel fill after the last row.
+// order, and advance. Each pass of the loop moves to the next row if the current one is done, then writes the
+// current row's entries that fall before the limit in one stretch, so it ends (every pass consumes a row or reaches
+// the limit). The sequence of (position, key, value) over all calls equals emit_run_serial's: the same rows in the
+// same order, tight_row_span with the same span, the same truncation at `end` and the same sentinel fill after the
+// last row. A row per pass (not an entry per pass, as before run 12) keeps a warp's lanes together: each pass
+// computes at most one row in every lane at once, where stepping an entry at a time had some lane start a row at
+// almost every step, and the warp paid every lane's row arithmetic in turn.
 DD3G_HD void emit_walk_fill(EmitWalk& w, long long stop, uint32_t sentinel, uint32_t* keys, uint32_t* vals,
                             long long offset) {
     const long long lim = w.end < stop ? w.end : stop;
     while (w.pos < lim) {
-        uint32_t key, val;
-        if (w.tx < w.c1) {
-            key = w.base + (uint32_t)(w.ty * w.tiles_x + w.tx);
-            val = w.idx;
-            ++w.tx;
-        } else if (w.ty + 1 < w.p.ty1) {
-            ++w.ty;
-            int c0 = w.p.tx0, c1 = w.p.tx1;
-            if (w.tight) tight_row_span(w.p, w.span, w.ty, &c0, &c1);
-            w.tx = c0;
-            w.c1 = c1;
-            continue;
-        } else {  // past the last row: defensive sentinel fill, as in emit_run_serial
-            key = sentinel;
-            val = 0;
+        if (w.tx >= w.c1) {  // this row is done (or none has started): the next one
+            if (w.ty + 1 < w.p.ty1) {
+                ++w.ty;
+                int c0 = w.p.tx0, c1 = w.p.tx1;
+                if (w.tight) tight_row_span(w.p, w.span, w.ty, &c0, &c1);
+                w.tx = c0;
+                w.c1 = c1;
+            } else {  // past the last row: defensive sentinel fill, as in emit_run_serial
+                for (; w.pos < lim; ++w.pos) {
+                    keys[w.pos - offset] = sentinel;
+                    vals[w.pos - offset] = 0;
+                }
+                return;
+            }
         }
-        keys[w.pos - offset] = key;
-        vals[w.pos - offset] = val;
-        ++w.pos;
+        const long long left = lim - w.pos, in_row = (long long)(w.c1 - w.tx);
+        const int take = (int)(left < in_row ? left : in_row);  // 0 for an empty row
+        const uint32_t row = w.base + (uint32_t)(w.ty * w.tiles_x);
+        for (int e = 0; e < take; ++e) {
+            keys[w.pos - offset + e] = row + (uint32_t)(w.tx + e);
+            vals[w.pos - offset + e] = w.idx;
+        }
+        w.tx += take;
+        w.pos += take;
     }
 }
 
