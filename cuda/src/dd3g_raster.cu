@@ -570,15 +570,11 @@ __device__ __forceinline__ TilePixel tile_pixel(int W, int H, int tiles_x, int t
     TilePixel t;
     t.cam = blockIdx.z;
     t.tid = threadIdx.y * kTile + threadIdx.x;
-#if DD3G_RASTER_WARP_W == 16
-    t.px = blockIdx.x * kTile + threadIdx.x;
-    t.py = blockIdx.y * kTile + threadIdx.y;
-#else  // warp w of 32 threads: a kWarpW x (32 / kWarpW) pixel block (raster_math.h warp_mask)
+    // warp w of 32 threads: a kW x (32 / kW) pixel block (raster_math.h warp_mask); kW = 16 is threadIdx's own layout
     constexpr int kW = DD3G_RASTER_WARP_W, kCols = kTile / kW, kRows = 32 / kW;
     const int w = t.tid >> 5, lane = t.tid & 31;
     t.px = blockIdx.x * kTile + (w % kCols) * kW + lane % kW;
     t.py = blockIdx.y * kTile + (w / kCols) * kRows + lane / kW;
-#endif
     t.inside = t.px < W && t.py < H;
     t.range = ranges[(size_t)t.cam * tiles_per_cam + blockIdx.y * tiles_x + blockIdx.x];
     t.fx = (float)t.px + 0.5f;
