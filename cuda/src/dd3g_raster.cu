@@ -5,20 +5,22 @@
 //                   block projects into every camera): EWA projection, SH colour, tile rect, tile count,
 //                   depth key (float bits of camera z; culled = 0xFFFFFFFF)
 //   2. depth sort   CUB radix sort of C*N (depth key, index) pairs, 32 bits
-//   3. gather+scan  tile counts in depth order -> inclusive prefix sum (int64) = end offset of each Gaussian
+//   3. scan         tile counts in depth order (gathered by the scan's input iterator) -> inclusive prefix sum
+//                   (int64) = end offset of each Gaussian's run
 //   4. emit         each Gaussian writes (camera*tiles + tile, index) for its tiles at its offsets; because
 //                   Gaussians are visited in depth order, the list is depth-ordered within every tile.
 //                   Two writers of the same list (emit_walk.h): per thread (one thread writes its run,
 //                   uncoalesced), staged (a block of 128 depth-sorted Gaussians stages its contiguous segment
 //                   in shared memory and writes it coalesced) and flat (one thread per list position). Default
-//                   (DD3G_RASTER_EMIT=2) by (camera, Gaussian) pairs: flat up to DD3G_RASTER_FLAT_MAX, staged
-//                   from DD3G_RASTER_STAGED_MIN, per thread between (benchmarks/rasterizer_notes.md, runs 3
-//                   and 4); 0 / 1 / 3 force one writer.
+//                   (DD3G_RASTER_EMIT=2) by (camera, Gaussian) pairs: flat up to DD3G_RASTER_FLAT_MAX, above
+//                   that staged, or per thread where the runs are long (capacity over
+//                   DD3G_RASTER_STAGED_MAX_RUN positions a pair; benchmarks/rasterizer_notes.md, runs 3, 4 and
+//                   13); 0 / 1 / 3 force one writer.
 //   5. pad          unused capacity gets a sentinel key (C*tiles) that sorts last; the tile ranges and the
 //                   evaluation counter are cleared here (DD3G_RASTER_FOLD_MEMSETS)
 //   6. tile sort    stable CUB radix sort by tile key over ceil(log2(C*tiles+1)) bits (2 passes for up to
 //                   65535 tiles): depth order inside a tile survives because the sort is stable
-//   7. ranges       [start, end) of every tile in the sorted list
+//   7. ranges       [start, end) of every tile in the sorted list (a 16-ary search per tile bound)
 //   8. raster       one 16x16 block per (tile, camera): front-to-back blending in batches of 256 Gaussians
 //                   staged in shared memory, two Gaussians a step; each warp (8x4 pixels) blends only the staged
 //                   Gaussians that can reach one of its pixels (warp culling, DD3G_RASTER_WARP_CULL)
@@ -40,6 +42,7 @@
 
 #include <cub/device/device_radix_sort.cuh>
 #include <cub/device/device_scan.cuh>
+#include <thrust/iterator/transform_iterator.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -52,8 +55,8 @@
 #include "raster_math.h"
 
 // Which intersection-list writer: 0 = the per-thread writer, 1 = staged in shared memory with coalesced stores,
-// 2 = by size (default): flat when C*N <= DD3G_RASTER_FLAT_MAX, staged when C*N >= DD3G_RASTER_STAGED_MIN,
-// per thread between; 3 = flat: one thread per list position.
+// 2 = by size (default): flat when C*N <= DD3G_RASTER_FLAT_MAX, else staged when the capacity is at most
+// DD3G_RASTER_STAGED_MAX_RUN list positions per pair, else per thread; 3 = flat: one thread per list position.
 // All write the same list (tests/cuda/test_emit_twin.py, and bit-identical images on the GPU); 0, 1 and 3 exist
 // to time and test each.
 #ifndef DD3G_RASTER_EMIT
@@ -62,10 +65,15 @@
 #if DD3G_RASTER_EMIT < 0 || DD3G_RASTER_EMIT > 3
 #error "DD3G_RASTER_EMIT must be 0 (per-thread writer), 1 (staged), 2 (by size) or 3 (flat)"
 #endif
-// H200, run 3: staged was 9-12 % faster at 1.6M and 8M (camera, Gaussian) pairs, equal at 1M, and 22-93 % slower
-// at 65k and 16k; the switch sits just above the tie.
-#ifndef DD3G_RASTER_STAGED_MIN
-#define DD3G_RASTER_STAGED_MIN (1u << 20)
+// The staged writer serialises a block over its segment's windows, so it loses where a Gaussian's run is long (a few
+// Gaussians fill a window while the block's other threads wait). The capacity is the host's measure of run length
+// (the SDK sizes it 1.25 x the last frame's list). H200, run 13, against the per-thread writer: staged 2-27 % faster
+// from 65k pairs up at 4 to 66 intersections a pair (65k x 8 cameras at 1024^2: 1.86 -> 1.36 ms), equal at 16k x 4
+// cameras, 15 % slower at 99 a pair (65k/2048/1) and 2.2x slower at 229 (16k/2048/1); 96 positions a pair (77 per
+// pair at the SDK's headroom) sits between 66 and 99. (Run 3 had staged slower below 1M pairs: the row-per-pass
+// walk of run 12 changed that.)
+#ifndef DD3G_RASTER_STAGED_MAX_RUN
+#define DD3G_RASTER_STAGED_MAX_RUN 96
 #endif
 // H200, run 4: flat was 4 % faster than per thread at 16k pairs (graph 0.194 vs 0.202 ms) and 4 % slower at 65k
 // (0.232 vs 0.224 ms); the switch sits at the geometric middle, which was not measured itself. The default
@@ -157,6 +165,14 @@ void set_error(const char* what, cudaError_t e) {
 
 size_t align_up(size_t v) { return (v + kAlign - 1) / kAlign * kAlign; }
 
+// Step 3's input: the tile count of depth-sorted number k, read through sorted_idx by the scan itself (a transform
+// iterator), so that no kernel writes the gathered counts for the scan to read back (run 13).
+struct CountOf {
+    const uint32_t* counts;
+    __host__ __device__ long long operator()(uint32_t idx) const { return (long long)counts[idx]; }
+};
+using CountIter = thrust::transform_iterator<CountOf, const uint32_t*, long long>;
+
 // Counters at the start of the workspace (one 256-byte slot).
 struct Header {
     unsigned long long intersections;  // needed by the last frame
@@ -181,7 +197,7 @@ struct Plan {
     size_t cub_bytes = 0;
     // offsets into the workspace
     size_t o_header = 0, o_pa = 0, o_pb = 0, o_pc = 0, o_rect = 0, o_count = 0, o_dkey0 = 0, o_dkey1 = 0,
-           o_dval0 = 0, o_dval1 = 0, o_scan_in = 0, o_scan_out = 0, o_ikey0 = 0, o_ikey1 = 0, o_ival0 = 0,
+           o_dval0 = 0, o_dval1 = 0, o_scan_out = 0, o_ikey0 = 0, o_ikey1 = 0, o_ival0 = 0,
            o_ival1 = 0, o_ranges = 0, o_tcount = 0, o_boff = 0, o_cub = 0, total = 0;
 };
 
@@ -234,7 +250,7 @@ int cub_temp_bytes(const Plan& p, size_t* out) {
     if (p.CN > 0) {
         cub::DoubleBuffer<uint32_t> k(nullptr, nullptr), v(nullptr, nullptr);
         DD3G_CUDA(cub::DeviceRadixSort::SortPairs(nullptr, a, k, v, (int)p.CN, 0, 32));
-        DD3G_CUDA(cub::DeviceScan::InclusiveSum(nullptr, b, (const long long*)nullptr, (long long*)nullptr,
+        DD3G_CUDA(cub::DeviceScan::InclusiveSum(nullptr, b, CountIter(nullptr, CountOf{nullptr}), (long long*)nullptr,
                                                 (int)p.CN));
     }
     if (p.capacity > 0) {
@@ -280,7 +296,6 @@ int make_plan(const dd3g_raster_config* cfg, Plan* p) {
     p->o_dkey1 = take(CN * sizeof(uint32_t));
     p->o_dval0 = take(CN * sizeof(uint32_t));
     p->o_dval1 = take(CN * sizeof(uint32_t));
-    p->o_scan_in = take(CN * sizeof(long long));
     p->o_scan_out = take(CN * sizeof(long long));
     p->o_ikey0 = take(cap * sizeof(uint32_t));
     p->o_ikey1 = take(cap * sizeof(uint32_t));
@@ -411,11 +426,6 @@ uint32_t project_cams(int64_t N, int C) {
     return (uint32_t)std::max(1, (C + 65534) / 65535);
 }
 
-__global__ void k_gather_counts(uint32_t CN, const uint32_t* __restrict__ sorted_idx,
-                                const uint32_t* __restrict__ counts, long long* __restrict__ out) {
-    uint32_t k = blockIdx.x * blockDim.x + threadIdx.x;
-    if (k < CN) out[k] = counts[sorted_idx[k]];
-}
 
 #if DD3G_RASTER_EMIT != 1 || DD3G_RASTER_BINNED_MAX > 0  // the per-thread and flat writers, the binned scatter
 // Rebuild the Projected fields that tight_row reads from what k_project stored.
@@ -435,14 +445,13 @@ __device__ __forceinline__ dd3g::Projected load_projected(const float4* pa, cons
 // The original writer: one thread per depth-sorted Gaussian writes its whole run (uncoalesced stores).
 __global__ void __launch_bounds__(256)
 k_emit(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight, int64_t capacity,
-       const uint32_t* __restrict__ sorted_idx, const long long* __restrict__ counts,
-       const long long* __restrict__ ends, const float4* __restrict__ pa, const float4* __restrict__ pb,
-       const ushort4* __restrict__ rects, uint32_t sentinel, uint32_t* __restrict__ ikeys,
-       uint32_t* __restrict__ ivals) {
+       const uint32_t* __restrict__ sorted_idx, const long long* __restrict__ ends, const float4* __restrict__ pa,
+       const float4* __restrict__ pb, const ushort4* __restrict__ rects, uint32_t sentinel,
+       uint32_t* __restrict__ ikeys, uint32_t* __restrict__ ivals) {
     uint32_t k = blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= CN) return;
     long long pos, end;
-    dd3g::emit_run(counts[k], ends[k], capacity, &pos, &end);
+    dd3g::emit_run(ends, k, capacity, &pos, &end);
     if (pos >= end) return;  // count 0, or the run starts at or past the capacity
     uint32_t idx = sorted_idx[k];
     uint32_t base = (idx / N) * (uint32_t)tiles_per_cam;
@@ -462,22 +471,22 @@ k_emit(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight, int6
 // threads without a Gaussian (k >= CN, count 0, past the capacity) stay in the loop with an empty walk.
 __global__ void __launch_bounds__(dd3g::kEmitThreads)
 k_emit_staged(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight, int64_t capacity,
-              const uint32_t* __restrict__ sorted_idx, const long long* __restrict__ counts,
-              const long long* __restrict__ ends, const float4* __restrict__ pa, const float4* __restrict__ pb,
+              const uint32_t* __restrict__ sorted_idx, const long long* __restrict__ ends,
+              const float4* __restrict__ pa, const float4* __restrict__ pb,
               const ushort4* __restrict__ rects, uint32_t sentinel, uint32_t* __restrict__ ikeys,
               uint32_t* __restrict__ ivals) {
     __shared__ uint32_t s_keys[dd3g::kEmitChunk];
     __shared__ uint32_t s_vals[dd3g::kEmitChunk];
     const uint32_t k0 = blockIdx.x * (uint32_t)dd3g::kEmitThreads;  // < CN: the grid covers CN exactly
     long long lo, hi;
-    dd3g::emit_block_segment(k0, dd3g::kEmitThreads, CN, counts, ends, capacity, &lo, &hi);
+    dd3g::emit_block_segment(k0, dd3g::kEmitThreads, CN, ends, capacity, &lo, &hi);
     if (lo >= hi) return;  // the whole block: nothing to write (block-uniform, before any barrier)
 
     dd3g::EmitWalk w{};  // pos = end = 0: an empty walk
     const uint32_t k = k0 + threadIdx.x;
     if (k < CN) {
         long long pos, end;
-        dd3g::emit_run(counts[k], ends[k], capacity, &pos, &end);
+        dd3g::emit_run(ends, k, capacity, &pos, &end);
         if (pos < end) {
             const uint32_t idx = sorted_idx[k];
             dd3g::Projected p{};
@@ -508,8 +517,8 @@ k_emit_staged(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tigh
 // tile [0, M) in depth order); the entry is computed from the owner's walk directly.
 __global__ void __launch_bounds__(256)
 k_emit_flat(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight, int64_t capacity,
-            const uint32_t* __restrict__ sorted_idx, const long long* __restrict__ counts,
-            const long long* __restrict__ ends, const float4* __restrict__ pa, const float4* __restrict__ pb,
+            const uint32_t* __restrict__ sorted_idx, const long long* __restrict__ ends,
+            const float4* __restrict__ pa, const float4* __restrict__ pb,
             const ushort4* __restrict__ rects, uint32_t sentinel, uint32_t* __restrict__ ikeys,
             uint32_t* __restrict__ ivals) {
     const long long M = ends[CN - 1];  // CN > 0 here
@@ -520,7 +529,7 @@ k_emit_flat(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight,
         const uint32_t idx = sorted_idx[k];
         const dd3g::Projected p = load_projected(pa, pb, rects, idx);
         uint32_t key, val;
-        dd3g::emit_entry_at(p, tight, (idx / N) * (uint32_t)tiles_per_cam, idx, tiles_x, j - (ends[k] - counts[k]),
+        dd3g::emit_entry_at(p, tight, (idx / N) * (uint32_t)tiles_per_cam, idx, tiles_x, j - dd3g::run_begin(ends, k),
                             sentinel, &key, &val);
         ikeys[j] = key;
         ivals[j] = val;
@@ -549,13 +558,24 @@ __global__ void k_pad(uint32_t CN, const long long* __restrict__ ends, int64_t c
         ikeys[i] = sentinel;
 }
 
-__global__ void k_ranges(int64_t num, const uint32_t* __restrict__ keys, uint32_t sentinel, int2* __restrict__ ranges) {
-    int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-    if (i >= num) return;
-    uint32_t key = keys[i];
-    if (key >= sentinel) return;
-    if (i == 0 || keys[i - 1] != key) ranges[key].x = (int)i;
-    if (i == num - 1 || keys[i + 1] != key) ranges[key].y = (int)(i + 1);
+// Step 7: every tile's range [lower_bound(t), lower_bound(t + 1)) of the sorted keys[0, num) (emit_walk.h
+// range_probe / range_narrow). A warp per tile: lanes 0-15 search t, lanes 16-31 t + 1, both at once. An empty tile
+// gets an empty range at the place it would have, so every tile is written, whether or not k_pad cleared it.
+constexpr int kRangeThreads = 256;
+__global__ void __launch_bounds__(kRangeThreads)
+k_ranges(int64_t num_tiles, int64_t num, const uint32_t* __restrict__ keys, int2* __restrict__ ranges) {
+    const int64_t t = (blockIdx.x * (int64_t)kRangeThreads + threadIdx.x) / 32;
+    if (t >= num_tiles) return;  // the whole warp
+    const int lane = threadIdx.x & 31, half = lane >> 4;
+    const uint32_t target = (uint32_t)t + (uint32_t)half;
+    long long lo = 0, hi = num;
+    while (__any_sync(0xFFFFFFFFu, lo < hi)) {
+        const bool below = lo < hi && keys[dd3g::range_probe(lo, hi, lane & 15)] < target;
+        const uint32_t mine = (__ballot_sync(0xFFFFFFFFu, below) >> (16 * half)) & 0xFFFFu;
+        if (lo < hi) dd3g::range_narrow(&lo, &hi, __popc(mine));
+    }
+    const long long end = __shfl_sync(0xFFFFFFFFu, lo, 16);
+    if (lane == 0) ranges[t] = make_int2((int)lo, (int)end);
 }
 
 // The thread's pixel in a 16x16 raster block (blockIdx: tile x, tile y, camera) and the block's tile range.
@@ -1154,7 +1174,6 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
     float4* pc = (float4*)(ws + P.o_pc);
     ushort4* rects = (ushort4*)(ws + P.o_rect);
     uint32_t* counts = (uint32_t*)(ws + P.o_count);
-    long long* scan_in = (long long*)(ws + P.o_scan_in);
     long long* scan_out = (long long*)(ws + P.o_scan_out);
     int2* ranges = (int2*)(ws + P.o_ranges);
     void* cub_tmp = ws + P.o_cub;
@@ -1232,10 +1251,9 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
         DD3G_CUDA(cub::DeviceRadixSort::SortPairs(cub_tmp, tmp, dk, dv, (int)CN, 0, 32, stream));
         const uint32_t* sorted_idx = dv.Current();
 
-        k_gather_counts<<<blocks_for(CN, 256), 256, 0, stream>>>(CN, sorted_idx, counts, scan_in);
-        DD3G_LAUNCHED("k_gather_counts");
         tmp = P.cub_bytes;
-        DD3G_CUDA(cub::DeviceScan::InclusiveSum(cub_tmp, tmp, scan_in, scan_out, (int)CN, stream));
+        DD3G_CUDA(cub::DeviceScan::InclusiveSum(cub_tmp, tmp, CountIter(sorted_idx, CountOf{counts}), scan_out,
+                                                (int)CN, stream));
 
         // where the emitted list goes: the buffers that the tile sort starts from
         uint32_t* ik0 = (uint32_t*)(ws + P.o_ikey0);
@@ -1243,12 +1261,13 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
         [[maybe_unused]] const bool flat =
             DD3G_RASTER_EMIT == 3 || (DD3G_RASTER_EMIT == 2 && CN <= DD3G_RASTER_FLAT_MAX);
         [[maybe_unused]] const bool staged =
-            DD3G_RASTER_EMIT == 1 || (DD3G_RASTER_EMIT == 2 && CN >= DD3G_RASTER_STAGED_MIN);
+            DD3G_RASTER_EMIT == 1 ||
+            (DD3G_RASTER_EMIT == 2 && !flat && P.capacity <= (int64_t)DD3G_RASTER_STAGED_MAX_RUN * CN);
 #if DD3G_RASTER_EMIT == 2 || DD3G_RASTER_EMIT == 3
         if (flat) {
             const unsigned flat_grid = std::max(1u, std::min(blocks_for(P.capacity, 256), 8192u));
             k_emit_flat<<<flat_grid, 256, 0, stream>>>(CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam, tight,
-                                                      P.capacity, sorted_idx, scan_in, scan_out, pa, pb, rects,
+                                                      P.capacity, sorted_idx, scan_out, pa, pb, rects,
                                                       sentinel, ik0, iv0);
             DD3G_LAUNCHED("k_emit_flat");
         }
@@ -1256,7 +1275,7 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
 #if DD3G_RASTER_EMIT == 0 || DD3G_RASTER_EMIT == 2
         if (!flat && !staged) {
             k_emit<<<blocks_for(CN, 256), 256, 0, stream>>>(CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam, tight,
-                                                            P.capacity, sorted_idx, scan_in, scan_out, pa, pb, rects,
+                                                            P.capacity, sorted_idx, scan_out, pa, pb, rects,
                                                             sentinel, ik0, iv0);
             DD3G_LAUNCHED("k_emit");
         }
@@ -1264,7 +1283,7 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
 #if DD3G_RASTER_EMIT == 1 || DD3G_RASTER_EMIT == 2
         if (staged) {
             k_emit_staged<<<blocks_for(CN, dd3g::kEmitThreads), dd3g::kEmitThreads, 0, stream>>>(
-                CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam, tight, P.capacity, sorted_idx, scan_in, scan_out, pa,
+                CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam, tight, P.capacity, sorted_idx, scan_out, pa,
                 pb, rects, sentinel, ik0, iv0);
             DD3G_LAUNCHED("k_emit_staged");
         }
@@ -1290,7 +1309,8 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
             cub::DoubleBuffer<uint32_t> iv(iv0, (uint32_t*)(ws + P.o_ival1));
             tmp = P.cub_bytes;
             DD3G_CUDA(cub::DeviceRadixSort::SortPairs(cub_tmp, tmp, ik, iv, (int)num_sort, 0, P.tile_bits, stream));
-            k_ranges<<<blocks_for(num_sort, 256), 256, 0, stream>>>(num_sort, ik.Current(), sentinel, ranges);
+            k_ranges<<<blocks_for(P.tiles * 32, kRangeThreads), kRangeThreads, 0, stream>>>(P.tiles, num_sort,
+                                                                                        ik.Current(), ranges);
             DD3G_LAUNCHED("k_ranges");
             ivals_sorted = iv.Current();
         }

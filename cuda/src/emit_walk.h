@@ -3,7 +3,8 @@
 // test checks the very code that the kernels run.
 //
 // The list: the depth-sorted (camera, Gaussian) number k owns the run of positions
-//     [ends[k] - counts[k], ends[k])            (ends = inclusive prefix sum of counts, in depth order)
+//     [ends[k - 1], ends[k])                    (ends = inclusive prefix sum of the tile counts in depth order;
+//                                                ends[-1] = 0)
 // clamped to [0, capacity). Entry e of the run is the e-th tile of the Gaussian's row-major tile walk
 // (rows ty0 .. ty1-1; in each row the columns [c0, c1) of tight_row, or the whole rect row without tight
 // binning): key = camera * tiles_per_cam + ty * tiles_x + tx, value = the Gaussian's (camera, index) number.
@@ -13,7 +14,8 @@
 // Three writers produce this same list:
 //   emit_run_serial   one thread writes its whole run (the original k_emit, DD3G_RASTER_EMIT=0). A warp's store
 //                     touches 32 unrelated places (each lane its own run): uncoalesced.
-//   EmitWalk + emit_copy_out   the staged writer (k_emit_staged, used from DD3G_RASTER_STAGED_MIN pairs up):
+//   EmitWalk + emit_copy_out   the staged writer (k_emit_staged; the default's choice above FLAT_MAX pairs
+//                     unless the runs are long, see DD3G_RASTER_STAGED_MAX_RUN):
 //                     a block of kEmitThreads consecutive depth-sorted Gaussians owns one contiguous segment of
 //                     the list (the union of its threads' runs). It is produced in rounds of kEmitChunk
 //                     positions: every thread resumes its walk and writes the entries that fall in the round's
@@ -36,10 +38,14 @@ constexpr int kEmitChunk = 1024;   // list positions staged per round: 2 x 4 KB 
 constexpr int kEmitAlign = 32;     // windows start at multiples of 32 positions: 128-byte lines of keys / values
 static_assert(kEmitChunk % kEmitAlign == 0, "windows stay aligned");
 
+// First position of the run of depth-sorted number k: the end of the run before it.
+DD3G_HD long long run_begin(const long long* ends, uint32_t k) { return k > 0 ? ends[k - 1] : 0; }
+
 // The run of depth-sorted number k: positions [*pos, *end), empty when *pos >= *end (a culled Gaussian with
-// count 0, or a run that starts at or past the capacity). `end_incl` = ends[k].
-DD3G_HD void emit_run(long long count, long long end_incl, long long capacity, long long* pos, long long* end) {
-    *pos = end_incl - count;
+// count 0, or a run that starts at or past the capacity).
+DD3G_HD void emit_run(const long long* ends, uint32_t k, long long capacity, long long* pos, long long* end) {
+    const long long end_incl = ends[k];
+    *pos = run_begin(ends, k);
     *end = end_incl < capacity ? end_incl : capacity;
 }
 
@@ -130,12 +136,11 @@ DD3G_HD void emit_walk_fill(EmitWalk& w, long long stop, uint32_t sentinel, uint
 }
 
 // The list segment of the block whose first depth-sorted number is k0: the union [*lo, *hi) of the runs of
-// k0 .. min(k0 + nthreads, CN) - 1 (consecutive runs touch: ends[k] - counts[k] = ends[k-1]), clamped to the
-// capacity. Empty when *lo >= *hi.
-DD3G_HD void emit_block_segment(uint32_t k0, int nthreads, uint32_t CN, const long long* counts, const long long* ends,
-                                long long capacity, long long* lo, long long* hi) {
+// k0 .. min(k0 + nthreads, CN) - 1 (consecutive runs touch), clamped to the capacity. Empty when *lo >= *hi.
+DD3G_HD void emit_block_segment(uint32_t k0, int nthreads, uint32_t CN, const long long* ends, long long capacity,
+                                long long* lo, long long* hi) {
     const uint64_t last = (uint64_t)k0 + (uint64_t)nthreads < (uint64_t)CN ? (uint64_t)k0 + nthreads - 1 : CN - 1;
-    *lo = ends[k0] - counts[k0];
+    *lo = run_begin(ends, k0);
     *hi = ends[last] < capacity ? ends[last] : capacity;
 }
 
@@ -186,6 +191,26 @@ DD3G_HD void emit_entry_at(const Projected& p, bool tight, uint32_t base, uint32
     }
     *key = sentinel;
     *val = 0;
+}
+
+// Tile ranges of the tile-sorted list (step 7 of dd3g_raster.cu): tile t owns [lower_bound(t), lower_bound(t + 1))
+// of the sorted keys, the unused tail's sentinel keys included (t < sentinel). k_ranges finds each bound with a
+// kRangeProbes-ary search by a half warp: the lanes test kRangeProbes positions spread over the interval [lo, hi]
+// that holds the answer, and the number c of probes whose key is below the target (a prefix: the keys are sorted)
+// narrows the interval to the gap after the c-th probe. About log17(n) steps of one parallel load each (7 for 2^28
+// entries), against the whole list read by the per-entry scan that this replaced (run 13).
+constexpr int kRangeProbes = 16;
+// Probe j (0 <= j < kRangeProbes) of [lo, hi], lo < hi: non-decreasing in j, and lo <= probe < hi, so it is a valid
+// index of keys[0, n) whenever hi <= n.
+DD3G_HD long long range_probe(long long lo, long long hi, int j) {
+    return lo + (hi - lo) * (long long)(j + 1) / (kRangeProbes + 1);
+}
+// One step: c of the kRangeProbes probes of [*lo, *hi] have a key below the target. The answer (the first index whose
+// key is not below it) stays inside, and the interval shrinks by at least one position; the search ends at lo == hi.
+DD3G_HD void range_narrow(long long* lo, long long* hi, int c) {
+    const long long l = *lo, h = *hi;
+    if (c > 0) *lo = range_probe(l, h, c - 1) + 1;
+    if (c < kRangeProbes) *hi = range_probe(l, h, c);
 }
 
 }  // namespace dd3g

@@ -108,7 +108,7 @@ void run_serial(const Case& c, std::vector<uint32_t>& keys, std::vector<uint32_t
     const uint32_t sentinel = (uint32_t)(c.C * c.tiles_x * c.tiles_y), tpc = (uint32_t)(c.tiles_x * c.tiles_y);
     for (uint32_t k = 0; k < CN; ++k) {
         long long pos, end;
-        dd3g::emit_run(c.counts[k], c.ends[k], c.capacity, &pos, &end);
+        dd3g::emit_run(c.ends.data(), k, c.capacity, &pos, &end);
         if (pos >= end) continue;
         const uint32_t idx = c.sorted_idx[k];
         dd3g::emit_run_serial(c.proj[idx], c.tight, (idx / (uint32_t)c.N) * tpc, idx, c.tiles_x, pos, end, sentinel,
@@ -126,7 +126,7 @@ void run_flat(const Case& c, std::vector<uint32_t>& keys, std::vector<uint32_t>&
         const uint32_t k = dd3g::emit_owner(j, CN, c.ends.data());
         const uint32_t idx = c.sorted_idx[k];
         dd3g::emit_entry_at(c.proj[idx], c.tight, (idx / (uint32_t)c.N) * tpc, idx, c.tiles_x,
-                            j - (c.ends[k] - c.counts[k]), sentinel, keys.data() + kGuard + j,
+                            j - dd3g::run_begin(c.ends.data(), k), sentinel, keys.data() + kGuard + j,
                             vals.data() + kGuard + j);
     }
 }
@@ -145,7 +145,7 @@ bool run_staged(const Case& c, int nthreads, int chunk, std::vector<uint32_t>& k
     for (uint32_t b = 0; b < blocks; ++b) {
         const uint32_t k0 = b * (uint32_t)nthreads;
         long long lo, hi;
-        dd3g::emit_block_segment(k0, nthreads, CN, c.counts.data(), c.ends.data(), c.capacity, &lo, &hi);
+        dd3g::emit_block_segment(k0, nthreads, CN, c.ends.data(), c.capacity, &lo, &hi);
         if (lo >= hi) continue;
         if (lo != prev_hi) {  // segments tile [0, min(M, capacity)) in block order
             snprintf(msg, msg_len, "block %u segment starts at %lld, previous ended at %lld", b, lo, prev_hi);
@@ -157,7 +157,7 @@ bool run_staged(const Case& c, int nthreads, int chunk, std::vector<uint32_t>& k
             const uint32_t k = k0 + (uint32_t)t;
             if (k >= CN) continue;
             long long pos, end;
-            dd3g::emit_run(c.counts[k], c.ends[k], c.capacity, &pos, &end);
+            dd3g::emit_run(c.ends.data(), k, c.capacity, &pos, &end);
             if (pos < end) {
                 const uint32_t idx = c.sorted_idx[k];
                 dd3g::Projected p{};  // what the kernel loads: the rect always, the rest only when tight
@@ -236,6 +236,45 @@ bool run_staged(const Case& c, int nthreads, int chunk, std::vector<uint32_t>& k
     return true;
 }
 
+// k_ranges, lane by lane: the kRangeProbes probes of one half warp, then the narrowing, until the interval is empty.
+long long range_search(const std::vector<uint32_t>& keys, long long n, uint32_t target, int* steps) {
+    long long lo = 0, hi = n;
+    while (lo < hi) {
+        int c = 0;
+        for (int j = 0; j < dd3g::kRangeProbes; ++j) c += keys[(size_t)dd3g::range_probe(lo, hi, j)] < target;
+        dd3g::range_narrow(&lo, &hi, c);
+        ++*steps;
+    }
+    return lo;
+}
+
+// Every tile's range of a sorted list keys[0, n) (sentinel keys last) against std::lower_bound and a linear scan of
+// the runs; false (with a message) on a difference.
+bool check_ranges(const std::vector<uint32_t>& keys, long long n, uint32_t sentinel, long long* tiles, int* max_steps,
+                  char* msg, size_t msg_len) {
+    std::vector<long long> first(sentinel, -1), last(sentinel, -1);
+    for (long long i = 0; i < n; ++i)
+        if (keys[i] < sentinel) {
+            if (first[keys[i]] < 0) first[keys[i]] = i;
+            last[keys[i]] = i + 1;
+        }
+    for (uint32_t t = 0; t < sentinel; ++t) {
+        int steps0 = 0, steps1 = 0;
+        const long long s0 = range_search(keys, n, t, &steps0), s1 = range_search(keys, n, t + 1, &steps1);
+        *max_steps = std::max(*max_steps, std::max(steps0, steps1));
+        const long long l0 = std::lower_bound(keys.begin(), keys.begin() + n, t) - keys.begin();
+        const long long l1 = std::lower_bound(keys.begin(), keys.begin() + n, t + 1) - keys.begin();
+        const bool ok = s0 == l0 && s1 == l1 && (first[t] < 0 ? s0 == s1 : s0 == first[t] && s1 == last[t]);
+        if (!ok) {
+            snprintf(msg, msg_len, "tile %u of %u (n=%lld): search [%lld, %lld), lower_bound [%lld, %lld), run [%lld, %lld)",
+                     t, sentinel, n, s0, s1, l0, l1, first[t], last[t]);
+            return false;
+        }
+        ++*tiles;
+    }
+    return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -246,7 +285,8 @@ int main(int argc, char** argv) {
     std::mt19937_64 rng(strtoull(argv[1], nullptr, 10));
     const int cases = atoi(argv[2]);
     const int configs[][2] = {{dd3g::kEmitThreads, dd3g::kEmitChunk}, {32, 32}, {64, 96}, {256, 2048}, {128, 64}};
-    long long entries = 0, clamped = 0, filled = 0, rounds = 0, multi = 0;
+    long long entries = 0, clamped = 0, filled = 0, rounds = 0, multi = 0, range_tiles = 0;
+    int range_steps = 0;
     char msg[256];
     for (int ci = 0; ci < cases; ++ci) {
         const Case c = make_case(rng, ci);
@@ -276,6 +316,15 @@ int main(int argc, char** argv) {
                     return 1;
                 }
         }
+        {  // the tile sort (stable, by key) of the list padded with the sentinel, then every tile's range
+            std::vector<uint32_t> sorted(k_old.begin() + kGuard, k_old.begin() + kGuard + c.capacity);
+            for (long long i = std::min(M, c.capacity); i < c.capacity; ++i) sorted[(size_t)i] = sentinel;
+            std::stable_sort(sorted.begin(), sorted.end());
+            if (!check_ranges(sorted, c.capacity, sentinel, &range_tiles, &range_steps, msg, sizeof(msg))) {
+                fprintf(stderr, "case %d: ranges: %s\n", ci, msg);
+                return 1;
+            }
+        }
         entries += std::min(M, c.capacity);
         clamped += M > c.capacity;
         for (const auto& cfg : configs) {
@@ -297,7 +346,25 @@ int main(int argc, char** argv) {
                 }
         }
     }
-    printf("ok cases=%d entries=%lld clamped_cases=%lld sentinel_entries=%lld rounds=%lld multi_round_cases=%lld\n",
-           cases, entries, clamped, filled, rounds, multi);
+    // large sorted lists as the tile sort leaves them: runs of random lengths (many tiles empty, a few huge), then
+    // the sentinel tail of the unused capacity
+    for (int li = 0; li < 6; ++li) {
+        const uint32_t sentinel = li == 0 ? 1u : (uint32_t)std::uniform_int_distribution<int>(2, 70000)(rng);
+        const long long target = li < 2 ? li : std::uniform_int_distribution<long long>(100000, 3000000)(rng);
+        std::vector<uint32_t> keys;
+        std::exponential_distribution<double> len(1.0 / std::max(1.0, (double)target / sentinel));
+        for (uint32_t t = 0; t < sentinel && (long long)keys.size() < target; ++t) {
+            const long long n = li % 2 ? (long long)len(rng) : (long long)(len(rng) * len(rng));
+            keys.insert(keys.end(), (size_t)std::min<long long>(n, target - (long long)keys.size()), t);
+        }
+        keys.insert(keys.end(), keys.size() / 4 + (size_t)(li == 0), sentinel);
+        if (!check_ranges(keys, (long long)keys.size(), sentinel, &range_tiles, &range_steps, msg, sizeof(msg))) {
+            fprintf(stderr, "large list %d: ranges: %s\n", li, msg);
+            return 1;
+        }
+    }
+    printf("ok cases=%d entries=%lld clamped_cases=%lld sentinel_entries=%lld rounds=%lld multi_round_cases=%lld "
+           "range_tiles=%lld range_max_steps=%d\n",
+           cases, entries, clamped, filled, rounds, multi, range_tiles, range_steps);
     return 0;
 }

@@ -3,7 +3,8 @@ k_emit_staged kernels of cuda/src/dd3g_raster.cu call) is compiled for the host 
 runs the original per-thread writer, the staged (shared-memory, coalesced) writer phase by phase and the flat
 writer (one thread per list position) position by position over random
 rects, tight rows, culled Gaussians, disagreeing counts and capacities, and requires the same keys and values at
-the same positions, nothing written at or past min(list size, capacity), and each block writing exactly its segment.
+the same positions, nothing written at or past min(list size, capacity), and each block writing exactly its segment;
+then the tile ranges that k_ranges finds by a 16-ary search in the tile-sorted list, against std::lower_bound.
 
 Run: python -m pytest tests/cuda/test_emit_twin.py -q
 """
@@ -35,6 +36,10 @@ def test_staged_and_flat_writers_match_per_thread_writer(emit_twin, seed):
     assert int(stats["clamped_cases"]) > 20  # capacity below the list size
     assert int(stats["sentinel_entries"]) > 100  # counts above the walk: the defensive fill
     assert int(stats["multi_round_cases"]) > 20  # segments longer than one shared-memory window
+    # k_ranges' 16-ary search: every tile's range of the tile-sorted lists (up to ~4M entries) equals lower_bound and
+    # the runs, in at most 7 steps (log17(4M) < 5.4, plus the narrowing of the last few positions)
+    assert int(stats["range_tiles"]) > 100_000
+    assert int(stats["range_max_steps"]) <= 7
 
 
 def kernel_body(src: str, name: str) -> str:
@@ -54,7 +59,9 @@ def test_kernels_call_the_twinned_code():
     assert "dd3g::emit_run(" in old and "dd3g::emit_run_serial(" in old
     flat = kernel_body(src, "k_emit_flat")
     assert "dd3g::emit_owner(" in flat and "dd3g::emit_entry_at(" in flat
+    ranges = kernel_body(src, "k_ranges")
+    assert "dd3g::range_probe(" in ranges and "dd3g::range_narrow(" in ranges
     # the default build picks the writer by size (2); 0, 1 and 3 force the per-thread, staged and flat writer
     assert re.search(r"#ifndef DD3G_RASTER_EMIT\s+#define DD3G_RASTER_EMIT 2", src)
-    assert "CN >= DD3G_RASTER_STAGED_MIN" in src
+    assert "P.capacity <= (int64_t)DD3G_RASTER_STAGED_MAX_RUN * CN" in src
     assert "CN <= DD3G_RASTER_FLAT_MAX" in src

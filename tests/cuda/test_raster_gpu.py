@@ -301,7 +301,7 @@ def test_emit_variants_render_identical_images(torch, lib, variant, n):
     (one thread per list position, =3), "build/nofold" clears the tile ranges and counters with two memsets
     (-DDD3G_RASTER_FOLD_MEMSETS=0) instead of in k_pad; "default" is the library under test, which takes the binned
     path (count, scan, scatter, shared-memory sort per tile) up to DD3G_RASTER_BINNED_MAX pairs (6,000 x 2 cameras)
-    and the staged writer from 2^20 (530,000 x 2 cameras). "build/binned_off" never bins; "build/binned_all" always
+    and the staged writer above it (40,000 and 530,000 x 2 cameras). "build/binned_off" never bins; "build/binned_all" always
     does, "build/binned_s64" with a 64-key tile sort (rounds of radix selection in almost every tile),
     "build/binned_s4096" with 4,096 keys. The default build's count and scatter kernels give a Gaussian 4 threads up
     to 2^15 pairs (6,000 x 2 cameras) and 2 above (30,000 x 2); "build/bin_split1" one. 40,000 x 2 cameras is
