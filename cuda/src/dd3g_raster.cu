@@ -2,14 +2,15 @@
 //
 // Pipeline (all on `stream`, no allocation, no host sync unless DD3G_RASTER_EXACT_COUNT):
 //   1. project      one thread per (camera, Gaussian) (SH rows staged in shared memory; from 2^17 Gaussians one
-//                   block projects into every camera): EWA projection, SH colour, tile rect, tile count,
-//                   depth key (float bits of camera z; culled = 0xFFFFFFFF)
+//                   block projects into every camera): EWA projection, SH colour, tile count, row record (tile
+//                   rect and the tight column span of each row, emit_walk.h), depth key (float bits of camera z;
+//                   culled = 0xFFFFFFFF)
 //   2. depth sort   CUB radix sort of C*N (depth key, index) pairs, 32 bits
 //   3. scan         tile counts in depth order (gathered by the scan's input iterator) -> inclusive prefix sum
 //                   (int64) = end offset of each Gaussian's run
-//   4. emit         each Gaussian writes (camera*tiles + tile, index) for its tiles at its offsets; because
-//                   Gaussians are visited in depth order, the list is depth-ordered within every tile.
-//                   Two writers of the same list (emit_walk.h): per thread (one thread writes its run,
+//   4. emit         each Gaussian writes (camera*tiles + tile, index) for the tiles of its row record at its
+//                   offsets; because Gaussians are visited in depth order, the list is depth-ordered within every
+//                   tile. Three writers of the same list (emit_walk.h): per thread (one thread writes its run,
 //                   uncoalesced), staged (a block of 128 depth-sorted Gaussians stages its contiguous segment
 //                   in shared memory and writes it coalesced) and flat (one thread per list position). Default
 //                   (DD3G_RASTER_EMIT=2) by (camera, Gaussian) pairs: flat up to DD3G_RASTER_FLAT_MAX, above
@@ -197,7 +198,7 @@ struct Plan {
     size_t cub_bytes = 0;
     // offsets into the workspace
     size_t o_header = 0, o_pa = 0, o_pb = 0, o_pc = 0, o_rect = 0, o_count = 0, o_dkey0 = 0, o_dkey1 = 0,
-           o_dval0 = 0, o_dval1 = 0, o_scan_out = 0, o_ikey0 = 0, o_ikey1 = 0, o_ival0 = 0,
+           o_dval0 = 0, o_dval1 = 0, o_scan_out = 0, o_rec = 0, o_ikey0 = 0, o_ikey1 = 0, o_ival0 = 0,
            o_ival1 = 0, o_ranges = 0, o_tcount = 0, o_boff = 0, o_cub = 0, total = 0;
 };
 
@@ -290,7 +291,8 @@ int make_plan(const dd3g_raster_config* cfg, Plan* p) {
     p->o_pa = take(CN * sizeof(float4));      // x, y, opacity, depth
     p->o_pb = take(CN * sizeof(float4));      // conic a, b, c, -
     p->o_pc = take(CN * sizeof(float4));      // r, g, b, -
-    p->o_rect = take(CN * sizeof(ushort4));   // tile rect
+    p->o_rect = take(binned(*p) ? CN * sizeof(ushort4) : 0);  // binned path: tile rect
+    p->o_rec = take(binned(*p) ? 0 : CN * dd3g::kRecordWords * sizeof(uint32_t));  // default path: row records
     p->o_count = take(CN * sizeof(uint32_t)); // tiles touched
     p->o_dkey0 = take(CN * sizeof(uint32_t));
     p->o_dkey1 = take(CN * sizeof(uint32_t));
@@ -323,8 +325,10 @@ template <>
 __device__ __forceinline__ float ld<__half>(const __half* p, size_t i) { return __half2float(p[i]); }
 
 // Step 1 for one (camera, Gaussian) number idx < N * C: stores its projection and returns its tile count (0: culled),
-// also written to counts. kRowCount = false (the binned path, whose caller walks the tiles anyway and counts them
-// there): no row walk here, counts is left to the caller, and the return value is 1 for a visible Gaussian.
+// also written to counts, and its row record (emit_walk.h: rect and tight row spans, two uint4 per pair) to recs.
+// kRowCount = false (the binned path, whose caller walks the tiles anyway and counts them there): no row walk here,
+// the rect goes to rects instead of a record, counts is left to the caller, and the return value is 1 for a visible
+// Gaussian.
 // sh_at(i) returns SH element i (coefficient-major, i < 3 K) of the pair's Gaussian as float.
 template <typename T, bool kRowCount = true, typename ShAt>
 __device__ __forceinline__ uint32_t project_one(
@@ -332,8 +336,8 @@ __device__ __forceinline__ uint32_t project_one(
     const T* __restrict__ opacities, const ShAt& sh_at, int K, const float* __restrict__ viewmats,
     const float* __restrict__ Ks, int W, int H, int tiles_x, int tiles_y, float near_plane, float far_plane,
     float eps2d, bool tight, float4* __restrict__ pa, float4* __restrict__ pb, float4* __restrict__ pc,
-    ushort4* __restrict__ rects, uint32_t* __restrict__ counts, uint32_t* __restrict__ dkeys,
-    uint32_t* __restrict__ dvals, dd3g::Projected& p) {
+    ushort4* __restrict__ rects, uint4* __restrict__ recs, uint32_t* __restrict__ counts,
+    uint32_t* __restrict__ dkeys, uint32_t* __restrict__ dvals, dd3g::Projected& p) {
     uint32_t cam = idx / N, g = idx - cam * N;
     const float* V = viewmats + 16 * cam;
     const float* Kc = Ks + 9 * cam;
@@ -345,20 +349,9 @@ __device__ __forceinline__ uint32_t project_one(
     dd3g::project_gaussian(m, q, s, o, V, Kc, W, H, near_plane, far_plane, eps2d, tiles_x, tiles_y, p);
     if (dvals) dvals[idx] = idx;
     uint32_t n = 0;
-    if (!kRowCount) {
-        n = p.visible ? 1u : 0u;
-    } else if (p.visible) {
-        if (tight) {
-            const dd3g::TightSpan e = dd3g::tight_span(p);
-            for (int ty = p.ty0; ty < p.ty1; ++ty) {
-                int c0, c1;
-                dd3g::tight_row_span(p, e, ty, &c0, &c1);
-                n += (uint32_t)(c1 - c0);
-            }
-        } else {
-            n = (uint32_t)((p.tx1 - p.tx0) * (p.ty1 - p.ty0));
-        }
-    }
+    uint32_t rec[dd3g::kRecordWords];
+    if (!kRowCount) n = p.visible ? 1u : 0u;
+    else if (p.visible) n = dd3g::make_row_record(p, tight, rec);
     if (kRowCount) counts[idx] = n;
     if (n == 0) {
         if (dkeys) dkeys[idx] = kDepthCulled;
@@ -372,8 +365,13 @@ __device__ __forceinline__ uint32_t project_one(
     pa[idx] = make_float4(p.x, p.y, p.opacity, p.depth);
     pb[idx] = make_float4(p.ca, p.cb, p.cc, dd3g::reject_log2(p.opacity));
     pc[idx] = make_float4(fmaxf(rgb[0] + 0.5f, 0.f), fmaxf(rgb[1] + 0.5f, 0.f), fmaxf(rgb[2] + 0.5f, 0.f), 0.f);
-    rects[idx] = make_ushort4((unsigned short)p.tx0, (unsigned short)p.ty0, (unsigned short)p.tx1,
-                              (unsigned short)p.ty1);
+    if (kRowCount) {
+        recs[2 * (size_t)idx] = make_uint4(rec[0], rec[1], rec[2], rec[3]);
+        recs[2 * (size_t)idx + 1] = make_uint4(rec[4], rec[5], rec[6], rec[7]);
+    } else {
+        rects[idx] = make_ushort4((unsigned short)p.tx0, (unsigned short)p.ty0, (unsigned short)p.tx1,
+                                  (unsigned short)p.ty1);
+    }
     return n;
 }
 
@@ -392,7 +390,7 @@ k_project(uint32_t N, uint32_t C, uint32_t cams, const T* __restrict__ means, co
           const T* __restrict__ scales, const T* __restrict__ opacities, const T* __restrict__ sh, int K,
           const float* __restrict__ viewmats, const float* __restrict__ Ks, int W, int H, int tiles_x,
           int tiles_y, float near_plane, float far_plane, float eps2d, bool tight, float4* __restrict__ pa,
-          float4* __restrict__ pb, float4* __restrict__ pc, ushort4* __restrict__ rects,
+          float4* __restrict__ pb, float4* __restrict__ pc, uint4* __restrict__ recs,
           uint32_t* __restrict__ counts, uint32_t* __restrict__ dkeys, uint32_t* __restrict__ dvals) {
     __shared__ float s_sh[kProjThreads * kProjShStride];
     const int row = 3 * K, stride = row | 1;
@@ -411,7 +409,8 @@ k_project(uint32_t N, uint32_t C, uint32_t cams, const T* __restrict__ means, co
     for (uint32_t cam = c0; cam < c1; ++cam) {
         dd3g::Projected p;
         project_one<T>(cam * N + g, N, means, quats, scales, opacities, sh_at, K, viewmats, Ks, W, H, tiles_x,
-                       tiles_y, near_plane, far_plane, eps2d, tight, pa, pb, pc, rects, counts, dkeys, dvals, p);
+                       tiles_y, near_plane, far_plane, eps2d, tight, pa, pb, pc, nullptr, recs, counts, dkeys,
+                       dvals, p);
     }
 }
 
@@ -427,8 +426,22 @@ uint32_t project_cams(int64_t N, int C) {
 }
 
 
-#if DD3G_RASTER_EMIT != 1 || DD3G_RASTER_BINNED_MAX > 0  // the per-thread and flat writers, the binned scatter
-// Rebuild the Projected fields that tight_row reads from what k_project stored.
+// The row source of a writer's walk (emit_walk.h): the pair's record, and for a kRowsComputed record (too many rows
+// or columns) the centre, opacity and conic that k_project stored.
+__device__ __forceinline__ dd3g::RowSource load_source(const uint4* recs, const float4* pa, const float4* pb,
+                                                       uint32_t idx, bool tight) {
+    const uint4 a = recs[2 * (size_t)idx], b = recs[2 * (size_t)idx + 1];
+    const uint32_t w[dd3g::kRecordWords] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+    dd3g::RowSource s = dd3g::row_source(w, tight);
+    if (s.kind == dd3g::kRowsComputed) {
+        const float4 c = pa[idx], d = pb[idx];
+        dd3g::row_source_compute(s, c.x, c.y, c.z, d.x, d.y, d.z);
+    }
+    return s;
+}
+
+#if DD3G_RASTER_BINNED_MAX > 0  // the binned path's count and scatter
+// Rebuild the Projected fields that tight_row reads from what the binned count kernel stored.
 __device__ __forceinline__ dd3g::Projected load_projected(const float4* pa, const float4* pb, const ushort4* rects,
                                                           uint32_t i) {
     dd3g::Projected p;
@@ -446,7 +459,7 @@ __device__ __forceinline__ dd3g::Projected load_projected(const float4* pa, cons
 __global__ void __launch_bounds__(256)
 k_emit(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight, int64_t capacity,
        const uint32_t* __restrict__ sorted_idx, const long long* __restrict__ ends, const float4* __restrict__ pa,
-       const float4* __restrict__ pb, const ushort4* __restrict__ rects, uint32_t sentinel,
+       const float4* __restrict__ pb, const uint4* __restrict__ recs, uint32_t sentinel,
        uint32_t* __restrict__ ikeys, uint32_t* __restrict__ ivals) {
     uint32_t k = blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= CN) return;
@@ -455,8 +468,8 @@ k_emit(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight, int6
     if (pos >= end) return;  // count 0, or the run starts at or past the capacity
     uint32_t idx = sorted_idx[k];
     uint32_t base = (idx / N) * (uint32_t)tiles_per_cam;
-    dd3g::Projected p = load_projected(pa, pb, rects, idx);
-    dd3g::emit_run_serial(p, tight, base, idx, tiles_x, pos, end, sentinel, ikeys, ivals);
+    dd3g::emit_run_serial(load_source(recs, pa, pb, idx, tight), base, idx, tiles_x, pos, end, sentinel, ikeys,
+                          ivals);
 }
 #endif
 #if DD3G_RASTER_EMIT == 1 || DD3G_RASTER_EMIT == 2
@@ -473,7 +486,7 @@ __global__ void __launch_bounds__(dd3g::kEmitThreads)
 k_emit_staged(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight, int64_t capacity,
               const uint32_t* __restrict__ sorted_idx, const long long* __restrict__ ends,
               const float4* __restrict__ pa, const float4* __restrict__ pb,
-              const ushort4* __restrict__ rects, uint32_t sentinel, uint32_t* __restrict__ ikeys,
+              const uint4* __restrict__ recs, uint32_t sentinel, uint32_t* __restrict__ ikeys,
               uint32_t* __restrict__ ivals) {
     __shared__ uint32_t s_keys[dd3g::kEmitChunk];
     __shared__ uint32_t s_vals[dd3g::kEmitChunk];
@@ -489,16 +502,8 @@ k_emit_staged(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tigh
         dd3g::emit_run(ends, k, capacity, &pos, &end);
         if (pos < end) {
             const uint32_t idx = sorted_idx[k];
-            dd3g::Projected p{};
-            const ushort4 r = rects[idx];
-            p.tx0 = r.x; p.ty0 = r.y; p.tx1 = r.z; p.ty1 = r.w;
-            if (tight) {  // only tight_row reads the centre, opacity and conic
-                const float4 a = pa[idx], b = pb[idx];
-                p.x = a.x; p.y = a.y; p.opacity = a.z; p.depth = a.w;
-                p.ca = b.x; p.cb = b.y; p.cc = b.z;
-            }
-            p.visible = true;
-            dd3g::emit_walk_begin(w, p, tight, (idx / N) * (uint32_t)tiles_per_cam, idx, tiles_x, pos, end);
+            dd3g::emit_walk_begin(w, load_source(recs, pa, pb, idx, tight), (idx / N) * (uint32_t)tiles_per_cam, idx,
+                                  tiles_x, pos, end);
         }
     }
     for (long long win = dd3g::emit_first_window(lo); win < hi; win += dd3g::kEmitChunk) {
@@ -519,7 +524,7 @@ __global__ void __launch_bounds__(256)
 k_emit_flat(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight, int64_t capacity,
             const uint32_t* __restrict__ sorted_idx, const long long* __restrict__ ends,
             const float4* __restrict__ pa, const float4* __restrict__ pb,
-            const ushort4* __restrict__ rects, uint32_t sentinel, uint32_t* __restrict__ ikeys,
+            const uint4* __restrict__ recs, uint32_t sentinel, uint32_t* __restrict__ ikeys,
             uint32_t* __restrict__ ivals) {
     const long long M = ends[CN - 1];  // CN > 0 here
     const long long lim = M < capacity ? M : capacity;
@@ -527,10 +532,9 @@ k_emit_flat(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight,
          j += (long long)gridDim.x * blockDim.x) {
         const uint32_t k = dd3g::emit_owner(j, CN, ends);
         const uint32_t idx = sorted_idx[k];
-        const dd3g::Projected p = load_projected(pa, pb, rects, idx);
         uint32_t key, val;
-        dd3g::emit_entry_at(p, tight, (idx / N) * (uint32_t)tiles_per_cam, idx, tiles_x, j - dd3g::run_begin(ends, k),
-                            sentinel, &key, &val);
+        dd3g::emit_entry_at(load_source(recs, pa, pb, idx, tight), (idx / N) * (uint32_t)tiles_per_cam, idx, tiles_x,
+                            j - dd3g::run_begin(ends, k), sentinel, &key, &val);
         ikeys[j] = key;
         ivals[j] = val;
     }
@@ -945,7 +949,7 @@ k_bin_count(uint32_t N, const T* __restrict__ means, const T* __restrict__ quats
         const auto sh_at = [&](int i) { return ld(shg, (size_t)i); };
         s_n[lg] = g < N && project_one<T, false>(cam * N + g, N, means, quats, scales, opacities, sh_at, K, viewmats,
                                                  Ks, W, H, tiles_x, tiles_y, near_plane, far_plane, eps2d, tight, pa,
-                                                 pb, pc, rects, counts, nullptr, nullptr, p) > 0
+                                                 pb, pc, rects, nullptr, counts, nullptr, nullptr, p) > 0
                       ? 0u
                       : kNotVisible;
     }
@@ -1172,7 +1176,7 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
     float4* pa = (float4*)(ws + P.o_pa);
     float4* pb = (float4*)(ws + P.o_pb);
     float4* pc = (float4*)(ws + P.o_pc);
-    ushort4* rects = (ushort4*)(ws + P.o_rect);
+    uint4* recs = (uint4*)(ws + P.o_rec);
     uint32_t* counts = (uint32_t*)(ws + P.o_count);
     long long* scan_out = (long long*)(ws + P.o_scan_out);
     int2* ranges = (int2*)(ws + P.o_ranges);
@@ -1197,6 +1201,7 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
     const uint32_t* ivals_sorted = nullptr;
 #if DD3G_RASTER_BINNED_MAX > 0
     if (binned(P)) {
+        ushort4* rects = (ushort4*)(ws + P.o_rect);
         uint32_t* boff = (uint32_t*)(ws + P.o_boff);
         uint32_t* tcount = (uint32_t*)(ws + P.o_tcount);
         uint32_t* dbits = (uint32_t*)(ws + P.o_ikey0);
@@ -1241,7 +1246,7 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
         k_project<T><<<proj_grid, kProjThreads, 0, stream>>>(
             (uint32_t)P.N, (uint32_t)P.C, cams, (const T*)buf->means, (const T*)buf->quats, (const T*)buf->scales,
             (const T*)buf->opacities, (const T*)buf->sh, P.K, buf->viewmats, buf->Ks, P.W, P.H, P.tiles_x,
-            P.tiles_y, cfg->near_plane, cfg->far_plane, cfg->eps2d, tight, pa, pb, pc, rects, counts,
+            P.tiles_y, cfg->near_plane, cfg->far_plane, cfg->eps2d, tight, pa, pb, pc, recs, counts,
             (uint32_t*)(ws + P.o_dkey0), (uint32_t*)(ws + P.o_dval0));
         DD3G_LAUNCHED("k_project");
 
@@ -1267,7 +1272,7 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
         if (flat) {
             const unsigned flat_grid = std::max(1u, std::min(blocks_for(P.capacity, 256), 8192u));
             k_emit_flat<<<flat_grid, 256, 0, stream>>>(CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam, tight,
-                                                      P.capacity, sorted_idx, scan_out, pa, pb, rects,
+                                                      P.capacity, sorted_idx, scan_out, pa, pb, recs,
                                                       sentinel, ik0, iv0);
             DD3G_LAUNCHED("k_emit_flat");
         }
@@ -1275,7 +1280,7 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
 #if DD3G_RASTER_EMIT == 0 || DD3G_RASTER_EMIT == 2
         if (!flat && !staged) {
             k_emit<<<blocks_for(CN, 256), 256, 0, stream>>>(CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam, tight,
-                                                            P.capacity, sorted_idx, scan_out, pa, pb, rects,
+                                                            P.capacity, sorted_idx, scan_out, pa, pb, recs,
                                                             sentinel, ik0, iv0);
             DD3G_LAUNCHED("k_emit");
         }
@@ -1284,7 +1289,7 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
         if (staged) {
             k_emit_staged<<<blocks_for(CN, dd3g::kEmitThreads), dd3g::kEmitThreads, 0, stream>>>(
                 CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam, tight, P.capacity, sorted_idx, scan_out, pa,
-                pb, rects, sentinel, ik0, iv0);
+                pb, recs, sentinel, ik0, iv0);
             DD3G_LAUNCHED("k_emit_staged");
         }
 #endif

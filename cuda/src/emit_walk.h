@@ -1,13 +1,15 @@
-// emit_walk.h: the index arithmetic of the intersection-list writer (step 4 of dd3g_raster.cu), compiled for the
-// GPU (dd3g_raster.cu) and for the CPU (cuda/tests/emit_twin.cpp, tests/cuda/test_emit_twin.py), so that a CPU
-// test checks the very code that the kernels run.
+// emit_walk.h: the index arithmetic of the intersection-list writer (step 4 of dd3g_raster.cu), of the row records
+// the projection leaves for it (step 1) and of the tile-range search (step 7), compiled for the GPU (dd3g_raster.cu)
+// and for the CPU (cuda/tests/emit_twin.cpp, tests/cuda/test_emit_twin.py), so that a CPU test checks the very code
+// that the kernels run.
 //
 // The list: the depth-sorted (camera, Gaussian) number k owns the run of positions
 //     [ends[k - 1], ends[k])                    (ends = inclusive prefix sum of the tile counts in depth order;
 //                                                ends[-1] = 0)
 // clamped to [0, capacity). Entry e of the run is the e-th tile of the Gaussian's row-major tile walk
 // (rows ty0 .. ty1-1; in each row the columns [c0, c1) of tight_row, or the whole rect row without tight
-// binning): key = camera * tiles_per_cam + ty * tiles_x + tx, value = the Gaussian's (camera, index) number.
+// binning; the writers take them from the pair's row record, see RowSource): key = camera * tiles_per_cam +
+// ty * tiles_x + tx, value = the Gaussian's (camera, index) number.
 // Positions of the run past the end of that walk (a count larger than the walk, which the kernels' shared
 // arithmetic should never produce) get the sentinel key and value 0. Positions >= capacity are never written.
 //
@@ -38,6 +40,106 @@ constexpr int kEmitChunk = 1024;   // list positions staged per round: 2 x 4 KB 
 constexpr int kEmitAlign = 32;     // windows start at multiples of 32 positions: 128-byte lines of keys / values
 static_assert(kEmitChunk % kEmitAlign == 0, "windows stay aligned");
 
+// Row records (run 13). The projection (k_project) stores for every (camera, Gaussian) pair a record of 8 words, one
+// 32-byte memory sector, with what the writers need to walk its tiles:
+//     w[0] = tx0 | ty0 << 16,  w[1] = tx1 | ty1 << 16     the tile rect [tx0, tx1) x [ty0, ty1)
+//     w[2 .. 7]                                            (tight binning) the column span [c0, c1) of each row
+//                                                          r = ty - ty0 < kRecordRows: bits 16 (r % 2) of w[2 + r / 2]
+//                                                          hold c0 - tx0 | (c1 - tx0) << 8
+// The spans are the ones the projection counted (tight_row_span on the same floats), so a writer reads one sector
+// per Gaussian and does no arithmetic, where it read the rect, centre and conic (three sectors) and recomputed
+// every row (a logarithm, square roots and divisions): on the 8-camera frames of 1M Gaussians the tight writer took
+// 2.5x the time of the rect one (H200 profile, run 13). A rect taller than kRecordRows rows or wider than
+// kRecordCols columns does not fit: its rows are computed from the centre and conic as before (kRowsComputed).
+constexpr int kRecordWords = 8;
+constexpr int kRecordRows = 12;
+constexpr int kRecordCols = 255;
+enum RowKind : int { kRowsRect = 0, kRowsRecorded = 1, kRowsComputed = 2 };
+
+// How a pair's rows are walked: the whole rect rows without tight binning, else recorded spans where they fit.
+DD3G_HD int row_kind(bool tight, int tx0, int ty0, int tx1, int ty1) {
+    if (!tight) return kRowsRect;
+    return ty1 - ty0 <= kRecordRows && tx1 - tx0 <= kRecordCols ? kRowsRecorded : kRowsComputed;
+}
+
+// The projection's side: the record of a visible pair, and its tile count (the length of its walk).
+DD3G_HD uint32_t make_row_record(const Projected& p, bool tight, uint32_t w[kRecordWords]) {
+    w[0] = (uint32_t)p.tx0 | (uint32_t)p.ty0 << 16;
+    w[1] = (uint32_t)p.tx1 | (uint32_t)p.ty1 << 16;
+    for (int i = 2; i < kRecordWords; ++i) w[i] = 0u;
+    const int kind = row_kind(tight, p.tx0, p.ty0, p.tx1, p.ty1);
+    if (kind == kRowsRect) return (uint32_t)((p.tx1 - p.tx0) * (p.ty1 - p.ty0));
+    const TightSpan e = tight_span(p);
+    uint32_t n = 0;
+    if (kind == kRowsRecorded) {
+DD3G_UNROLL
+        for (int r = 0; r < kRecordRows; ++r) {  // unrolled: w[] stays in registers
+            if (p.ty0 + r >= p.ty1) break;
+            int c0, c1;
+            tight_row_span(p, e, p.ty0 + r, &c0, &c1);
+            n += (uint32_t)(c1 - c0);
+            w[2 + r / 2] |= ((uint32_t)(c0 - p.tx0) | (uint32_t)(c1 - p.tx0) << 8) << (16 * (r % 2));
+        }
+        return n;
+    }
+    for (int ty = p.ty0; ty < p.ty1; ++ty) {
+        int c0, c1;
+        tight_row_span(p, e, ty, &c0, &c1);
+        n += (uint32_t)(c1 - c0);
+    }
+    return n;
+}
+
+// The writers' side: where a walk takes its rows from.
+struct RowSource {
+    Projected p;        // the rect; with kRowsComputed also the centre, opacity and conic
+    TightSpan span;     // kRowsComputed: tight_span(p)
+    uint64_t q0, q1, q2;  // kRowsRecorded: w[2 .. 7] of the record, two words each (row r at bits 16 (r % 4) of
+                          // q[r / 4]; named fields, not an array, so that no dynamic index puts them in local memory)
+    int kind;
+};
+
+// From a record; a kRowsComputed source still needs row_source_compute (the centre, opacity and conic).
+DD3G_HD RowSource row_source(const uint32_t w[kRecordWords], bool tight) {
+    RowSource s{};
+    s.p.tx0 = (int)(w[0] & 0xFFFFu);
+    s.p.ty0 = (int)(w[0] >> 16);
+    s.p.tx1 = (int)(w[1] & 0xFFFFu);
+    s.p.ty1 = (int)(w[1] >> 16);
+    s.p.visible = true;
+    s.q0 = (uint64_t)w[2] | (uint64_t)w[3] << 32;
+    s.q1 = (uint64_t)w[4] | (uint64_t)w[5] << 32;
+    s.q2 = (uint64_t)w[6] | (uint64_t)w[7] << 32;
+    s.kind = row_kind(tight, s.p.tx0, s.p.ty0, s.p.tx1, s.p.ty1);
+    return s;
+}
+// kRowsComputed: what k_project stored in pa (x, y, opacity, depth) and pb (conic a, b, c).
+DD3G_HD void row_source_compute(RowSource& s, float x, float y, float opacity, float ca, float cb, float cc) {
+    s.p.x = x;
+    s.p.y = y;
+    s.p.opacity = opacity;
+    s.p.ca = ca;
+    s.p.cb = cb;
+    s.p.cc = cc;
+    s.span = tight_span(s.p);
+}
+
+// The column span [*c0, *c1) of tile row ty (ty0 <= ty < ty1) of the walk.
+DD3G_HD void source_row(const RowSource& s, int ty, int* c0, int* c1) {
+    if (s.kind == kRowsRecorded) {
+        const int r = ty - s.p.ty0;
+        const uint64_t q = r < 4 ? s.q0 : r < 8 ? s.q1 : s.q2;
+        const uint32_t half = (uint32_t)(q >> (16 * (r % 4)));
+        *c0 = s.p.tx0 + (int)(half & 0xFFu);
+        *c1 = s.p.tx0 + (int)((half >> 8) & 0xFFu);
+    } else if (s.kind == kRowsComputed) {
+        tight_row_span(s.p, s.span, ty, c0, c1);
+    } else {
+        *c0 = s.p.tx0;
+        *c1 = s.p.tx1;
+    }
+}
+
 // First position of the run of depth-sorted number k: the end of the run before it.
 DD3G_HD long long run_begin(const long long* ends, uint32_t k) { return k > 0 ? ends[k - 1] : 0; }
 
@@ -50,13 +152,11 @@ DD3G_HD void emit_run(const long long* ends, uint32_t k, long long capacity, lon
 }
 
 // The original writer: one thread writes the run [pos, end) (non-empty) of one Gaussian, whole.
-DD3G_HD void emit_run_serial(const Projected& p, bool tight, uint32_t base, uint32_t idx, int tiles_x, long long pos,
+DD3G_HD void emit_run_serial(const RowSource& s, uint32_t base, uint32_t idx, int tiles_x, long long pos,
                              long long end, uint32_t sentinel, uint32_t* keys, uint32_t* vals) {
-    TightSpan e{};
-    if (tight) e = tight_span(p);
-    for (int ty = p.ty0; ty < p.ty1 && pos < end; ++ty) {
-        int c0 = p.tx0, c1 = p.tx1;
-        if (tight) tight_row_span(p, e, ty, &c0, &c1);
+    for (int ty = s.p.ty0; ty < s.p.ty1 && pos < end; ++ty) {
+        int c0, c1;
+        source_row(s, ty, &c0, &c1);
         for (int tx = c0; tx < c1 && pos < end; ++tx, ++pos) {
             keys[pos] = base + (uint32_t)(ty * tiles_x + tx);
             vals[pos] = idx;
@@ -72,35 +172,31 @@ DD3G_HD void emit_run_serial(const Projected& p, bool tight, uint32_t base, uint
 
 // A resumable version of the same walk: the state after the entries before `pos` were produced.
 struct EmitWalk {
-    Projected p;         // rect, and (tight) what tight_row_span reads
-    TightSpan span;      // (tight) the Gaussian's tight_span, computed once for the whole walk
+    RowSource src;       // the rows
     long long pos, end;  // next position to produce; end of the clamped run (pos >= end: nothing left)
     uint32_t base, idx;  // camera * tiles_per_cam; the value of every entry
     int tiles_x;
     int ty, tx, c1;      // current tile row, its next column, its end column
-    bool tight;
 };
 
-DD3G_HD void emit_walk_begin(EmitWalk& w, const Projected& p, bool tight, uint32_t base, uint32_t idx, int tiles_x,
-                             long long pos, long long end) {
-    w.p = p;
-    w.span = tight ? tight_span(p) : TightSpan{};
+DD3G_HD void emit_walk_begin(EmitWalk& w, const RowSource& src, uint32_t base, uint32_t idx, int tiles_x, long long pos,
+                             long long end) {
+    w.src = src;
     w.pos = pos;
     w.end = end;
     w.base = base;
     w.idx = idx;
     w.tiles_x = tiles_x;
-    w.ty = p.ty0 - 1;  // "before the first row": the first entry asked for loads row ty0
+    w.ty = src.p.ty0 - 1;  // "before the first row": the first entry asked for loads row ty0
     w.tx = 0;
     w.c1 = 0;
-    w.tight = tight;
 }
 
 // Produce the walk's entries at positions [w.pos, min(w.end, stop)) into keys/vals[position - offset], in
 // order, and advance. Each pass of the loop moves to the next row if the current one is done, then writes the
 // current row's entries that fall before the limit in one stretch, so it ends (every pass consumes a row or reaches
 // the limit). The sequence of (position, key, value) over all calls equals emit_run_serial's: the same rows in the
-// same order, tight_row_span with the same span, the same truncation at `end` and the same sentinel fill after the
+// same order, source_row with the same source, the same truncation at `end` and the same sentinel fill after the
 // last row. A row per pass (not an entry per pass, as before run 12) keeps a warp's lanes together: each pass
 // computes at most one row in every lane at once, where stepping an entry at a time had some lane start a row at
 // almost every step, and the warp paid every lane's row arithmetic in turn.
@@ -109,10 +205,10 @@ DD3G_HD void emit_walk_fill(EmitWalk& w, long long stop, uint32_t sentinel, uint
     const long long lim = w.end < stop ? w.end : stop;
     while (w.pos < lim) {
         if (w.tx >= w.c1) {  // this row is done (or none has started): the next one
-            if (w.ty + 1 < w.p.ty1) {
+            if (w.ty + 1 < w.src.p.ty1) {
                 ++w.ty;
-                int c0 = w.p.tx0, c1 = w.p.tx1;
-                if (w.tight) tight_row_span(w.p, w.span, w.ty, &c0, &c1);
+                int c0, c1;
+                source_row(w.src, w.ty, &c0, &c1);
                 w.tx = c0;
                 w.c1 = c1;
             } else {  // past the last row: defensive sentinel fill, as in emit_run_serial
@@ -172,15 +268,13 @@ DD3G_HD uint32_t emit_owner(long long j, uint32_t CN, const long long* ends) {
     return lo;
 }
 
-// Entry r (0-based) of the walk of emit_run_serial: the same rows in the same order, tight_row called with the
+// Entry r (0-based) of the walk of emit_run_serial: the same rows in the same order, source_row called with the
 // same arguments, and the sentinel (value 0) when r lies past the walk's last tile (the defensive fill).
-DD3G_HD void emit_entry_at(const Projected& p, bool tight, uint32_t base, uint32_t idx, int tiles_x, long long r,
+DD3G_HD void emit_entry_at(const RowSource& s, uint32_t base, uint32_t idx, int tiles_x, long long r,
                            uint32_t sentinel, uint32_t* key, uint32_t* val) {
-    TightSpan e{};
-    if (tight) e = tight_span(p);
-    for (int ty = p.ty0; ty < p.ty1; ++ty) {
-        int c0 = p.tx0, c1 = p.tx1;
-        if (tight) tight_row_span(p, e, ty, &c0, &c1);
+    for (int ty = s.p.ty0; ty < s.p.ty1; ++ty) {
+        int c0, c1;
+        source_row(s, ty, &c0, &c1);
         const int w = c1 > c0 ? c1 - c0 : 0;
         if (r < w) {
             *key = base + (uint32_t)(ty * tiles_x + c0 + (int)r);

@@ -11,8 +11,10 @@
 
 #if defined(__CUDACC__)
 #define DD3G_HD __host__ __device__ __forceinline__
+#define DD3G_UNROLL _Pragma("unroll")
 #else
 #define DD3G_HD inline
+#define DD3G_UNROLL
 #endif
 
 namespace dd3g {

@@ -38,7 +38,7 @@ bool fail(const char* what, long long a, long long b) {
     return false;
 }
 
-// bin_walk vs emit_walk.h's serial writer (its keys without the camera base)
+// bin_walk vs emit_walk.h's serial writer walking the row record (its keys without the camera base)
 bool check_walk(std::mt19937_64& rng) {
     const int tiles_x = I(rng, 1, 70), tiles_y = I(rng, 1, 70);
     const bool tight = U(rng, 0, 1) < 0.7;
@@ -48,7 +48,11 @@ bool check_walk(std::mt19937_64& rng) {
     dd3g::bin_walk(p, tight, tiles_x, [&](uint32_t t) { ours.push_back(t); });
     const int area = (p.tx1 - p.tx0) * (p.ty1 - p.ty0);
     std::vector<uint32_t> keys(area + 1, 0xFFFFFFFFu), vals(area + 1, 0);
-    dd3g::emit_run_serial(p, tight, 0, 7, tiles_x, 0, area, 0xFFFFFFFFu, keys.data(), vals.data());
+    uint32_t rec[dd3g::kRecordWords];  // the default path's walk: the projection's record, then the per-thread writer
+    dd3g::make_row_record(p, tight, rec);
+    dd3g::RowSource src = dd3g::row_source(rec, tight);
+    if (src.kind == dd3g::kRowsComputed) dd3g::row_source_compute(src, p.x, p.y, p.opacity, p.ca, p.cb, p.cc);
+    dd3g::emit_run_serial(src, 0, 7, tiles_x, 0, area, 0xFFFFFFFFu, keys.data(), vals.data());
     std::vector<uint32_t> theirs;
     for (int i = 0; i < area && keys[i] != 0xFFFFFFFFu; ++i) theirs.push_back(keys[i]);
     if (ours != theirs) return fail("bin_walk differs from the emit walk", (long long)ours.size(), (long long)theirs.size());

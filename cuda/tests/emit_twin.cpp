@@ -14,6 +14,7 @@
 // empty), culled Gaussians (count 0, garbage Projected: must not be read), counts larger than the walk (sentinel
 // fill) or smaller (truncation), and capacities below, at and above the list size (the clamp).
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -36,8 +37,19 @@ struct Case {
     long long capacity = 0;
     std::vector<uint32_t> sorted_idx;        // depth order -> (camera, Gaussian) number
     std::vector<dd3g::Projected> proj;       // by (camera, Gaussian) number, what k_project stored
+    std::vector<std::array<uint32_t, dd3g::kRecordWords>> recs;  // its row records (garbage where culled)
     std::vector<long long> counts, ends;     // by depth-sorted number
 };
+
+// What load_source gives a writer: the record, and for kRowsComputed the stored centre, opacity and conic.
+dd3g::RowSource source(const Case& c, uint32_t idx) {
+    dd3g::RowSource s = dd3g::row_source(c.recs[idx].data(), c.tight);
+    if (s.kind == dd3g::kRowsComputed) {
+        const dd3g::Projected& q = c.proj[idx];
+        dd3g::row_source_compute(s, q.x, q.y, q.opacity, q.ca, q.cb, q.cc);
+    }
+    return s;
+}
 
 int walk_count(const dd3g::Projected& p, bool tight) {
     int n = 0;
@@ -55,7 +67,7 @@ Case make_case(std::mt19937_64& rng, int which) {
     Case c;
     c.C = I(1, 3);
     c.N = which % 7 == 0 ? I(1, 40) : I(50, 900);
-    c.tiles_x = I(1, 70);
+    c.tiles_x = which % 13 == 4 ? I(250, 300) : I(1, 70);  // wide grids: rects over kRecordCols columns
     c.tiles_y = I(1, 70);
     c.tight = which % 3 != 0;
     const int CN = c.C * c.N;
@@ -71,7 +83,32 @@ Case make_case(std::mt19937_64& rng, int which) {
             continue;
         }
         twin::random_projected(rng, c.tiles_x, c.tiles_y, p);
+        if (U(0, 1) < 0.03) {  // rects at the record's limits: 11 to 14 rows, 254 to 257 columns
+            const int h = std::min(c.tiles_y, I(dd3g::kRecordRows - 1, dd3g::kRecordRows + 2));
+            const int w = std::min(c.tiles_x, I(dd3g::kRecordCols - 1, dd3g::kRecordCols + 2));
+            p.ty0 = I(0, c.tiles_y - h);
+            p.ty1 = p.ty0 + h;
+            if (c.tiles_x > dd3g::kRecordCols) {
+                p.tx0 = I(0, c.tiles_x - w);
+                p.tx1 = p.tx0 + w;
+            }
+        }
         walk[i] = walk_count(p, c.tight);
+    }
+    // the records k_project stores: their counts are the walks'; culled pairs get none (garbage here)
+    c.recs.resize(CN);
+    for (int i = 0; i < CN; ++i) {
+        auto& w = c.recs[i];
+        if (!c.proj[i].visible) {
+            w.fill(kPoison);
+            continue;
+        }
+        const uint32_t n = dd3g::make_row_record(c.proj[i], c.tight, w.data());
+        if ((int)n != walk[i]) {
+            fprintf(stderr, "record count %u, walk %d (rect %d %d %d %d)\n", n, walk[i], c.proj[i].tx0, c.proj[i].ty0,
+                    c.proj[i].tx1, c.proj[i].ty1);
+            exit(1);
+        }
     }
     // depth order: a random permutation of the (camera, Gaussian) numbers
     c.sorted_idx.resize(CN);
@@ -102,7 +139,32 @@ Case make_case(std::mt19937_64& rng, int which) {
     return c;
 }
 
-// old writer: one "thread" per depth-sorted number
+// the list by definition (from the Projected, tight_row per row, no record): the reference of every writer
+void run_reference(const Case& c, std::vector<uint32_t>& keys, std::vector<uint32_t>& vals) {
+    const uint32_t CN = (uint32_t)(c.C * c.N);
+    const uint32_t sentinel = (uint32_t)(c.C * c.tiles_x * c.tiles_y), tpc = (uint32_t)(c.tiles_x * c.tiles_y);
+    for (uint32_t k = 0; k < CN; ++k) {
+        long long pos = k > 0 ? c.ends[k - 1] : 0;
+        const long long end = std::min(c.ends[k], c.capacity);
+        if (pos >= end) continue;
+        const uint32_t idx = c.sorted_idx[k];
+        const dd3g::Projected& p = c.proj[idx];
+        for (int ty = p.ty0; ty < p.ty1; ++ty) {
+            int c0 = p.tx0, c1 = p.tx1;
+            if (c.tight) dd3g::tight_row(p, ty, &c0, &c1);
+            for (int tx = c0; tx < c1 && pos < end; ++tx, ++pos) {
+                keys[kGuard + pos] = (idx / (uint32_t)c.N) * tpc + (uint32_t)(ty * c.tiles_x + tx);
+                vals[kGuard + pos] = idx;
+            }
+        }
+        for (; pos < end; ++pos) {
+            keys[kGuard + pos] = sentinel;
+            vals[kGuard + pos] = 0;
+        }
+    }
+}
+
+// per-thread writer: one "thread" per depth-sorted number
 void run_serial(const Case& c, std::vector<uint32_t>& keys, std::vector<uint32_t>& vals) {
     const uint32_t CN = (uint32_t)(c.C * c.N);
     const uint32_t sentinel = (uint32_t)(c.C * c.tiles_x * c.tiles_y), tpc = (uint32_t)(c.tiles_x * c.tiles_y);
@@ -111,7 +173,7 @@ void run_serial(const Case& c, std::vector<uint32_t>& keys, std::vector<uint32_t
         dd3g::emit_run(c.ends.data(), k, c.capacity, &pos, &end);
         if (pos >= end) continue;
         const uint32_t idx = c.sorted_idx[k];
-        dd3g::emit_run_serial(c.proj[idx], c.tight, (idx / (uint32_t)c.N) * tpc, idx, c.tiles_x, pos, end, sentinel,
+        dd3g::emit_run_serial(source(c, idx), (idx / (uint32_t)c.N) * tpc, idx, c.tiles_x, pos, end, sentinel,
                               keys.data() + kGuard, vals.data() + kGuard);
     }
 }
@@ -125,7 +187,7 @@ void run_flat(const Case& c, std::vector<uint32_t>& keys, std::vector<uint32_t>&
     for (long long j = 0; j < lim; ++j) {
         const uint32_t k = dd3g::emit_owner(j, CN, c.ends.data());
         const uint32_t idx = c.sorted_idx[k];
-        dd3g::emit_entry_at(c.proj[idx], c.tight, (idx / (uint32_t)c.N) * tpc, idx, c.tiles_x,
+        dd3g::emit_entry_at(source(c, idx), (idx / (uint32_t)c.N) * tpc, idx, c.tiles_x,
                             j - dd3g::run_begin(c.ends.data(), k), sentinel, keys.data() + kGuard + j,
                             vals.data() + kGuard + j);
     }
@@ -160,15 +222,7 @@ bool run_staged(const Case& c, int nthreads, int chunk, std::vector<uint32_t>& k
             dd3g::emit_run(c.ends.data(), k, c.capacity, &pos, &end);
             if (pos < end) {
                 const uint32_t idx = c.sorted_idx[k];
-                dd3g::Projected p{};  // what the kernel loads: the rect always, the rest only when tight
-                const dd3g::Projected& q = c.proj[idx];
-                p.tx0 = q.tx0; p.ty0 = q.ty0; p.tx1 = q.tx1; p.ty1 = q.ty1;
-                if (c.tight) {
-                    p.x = q.x; p.y = q.y; p.opacity = q.opacity; p.depth = q.depth;
-                    p.ca = q.ca; p.cb = q.cb; p.cc = q.cc;
-                }
-                p.visible = true;
-                dd3g::emit_walk_begin(w[t], p, c.tight, (idx / (uint32_t)c.N) * tpc, idx, c.tiles_x, pos, end);
+                dd3g::emit_walk_begin(w[t], source(c, idx), (idx / (uint32_t)c.N) * tpc, idx, c.tiles_x, pos, end);
             }
         }
         long long win_end = 0;
@@ -286,6 +340,7 @@ int main(int argc, char** argv) {
     const int cases = atoi(argv[2]);
     const int configs[][2] = {{dd3g::kEmitThreads, dd3g::kEmitChunk}, {32, 32}, {64, 96}, {256, 2048}, {128, 64}};
     long long entries = 0, clamped = 0, filled = 0, rounds = 0, multi = 0, range_tiles = 0;
+    long long recorded = 0, full_records = 0, computed = 0;
     int range_steps = 0;
     char msg[256];
     for (int ci = 0; ci < cases; ++ci) {
@@ -306,6 +361,23 @@ int main(int argc, char** argv) {
             }
             if (inside && k_old[i] == sentinel) ++filled;
         }
+        {  // the per-thread writer (walking records) against the list by definition (walking the Projected)
+            std::vector<uint32_t> k_ref(size, kPoison), v_ref(size, kPoison);
+            run_reference(c, k_ref, v_ref);
+            for (size_t i = 0; i < size; ++i)
+                if (k_ref[i] != k_old[i] || v_ref[i] != v_old[i]) {
+                    fprintf(stderr, "case %d: per-thread writer: position %lld: (%u, %u), reference (%u, %u)\n", ci,
+                            (long long)i - kGuard, k_old[i], v_old[i], k_ref[i], v_ref[i]);
+                    return 1;
+                }
+        }
+        for (int i = 0; i < c.C * c.N; ++i)
+            if (c.proj[i].visible) {
+                const dd3g::RowSource src = source(c, (uint32_t)i);
+                recorded += src.kind == dd3g::kRowsRecorded;
+                full_records += src.kind == dd3g::kRowsRecorded && src.p.ty1 - src.p.ty0 == dd3g::kRecordRows;
+                computed += src.kind == dd3g::kRowsComputed;
+            }
         {  // the flat writer: the same list, position by position, and nothing else
             std::vector<uint32_t> k_flat(size, kPoison), v_flat(size, kPoison);
             run_flat(c, k_flat, v_flat);
@@ -364,7 +436,7 @@ int main(int argc, char** argv) {
         }
     }
     printf("ok cases=%d entries=%lld clamped_cases=%lld sentinel_entries=%lld rounds=%lld multi_round_cases=%lld "
-           "range_tiles=%lld range_max_steps=%d\n",
-           cases, entries, clamped, filled, rounds, multi, range_tiles, range_steps);
+           "range_tiles=%lld range_max_steps=%d recorded_pairs=%lld full_records=%lld computed_pairs=%lld\n",
+           cases, entries, clamped, filled, rounds, multi, range_tiles, range_steps, recorded, full_records, computed);
     return 0;
 }

@@ -1,7 +1,8 @@
 """CPU check of the intersection-list writers: cuda/src/emit_walk.h (the index arithmetic that the k_emit and
 k_emit_staged kernels of cuda/src/dd3g_raster.cu call) is compiled for the host by cuda/tests/emit_twin.cpp, which
-runs the original per-thread writer, the staged (shared-memory, coalesced) writer phase by phase and the flat
-writer (one thread per list position) position by position over random
+makes the projection's row records (make_row_record) and runs the per-thread writer, the staged (shared-memory,
+coalesced) writer phase by phase and the flat writer (one thread per list position) position by position, all
+walking those records, against the list walked from the projected Gaussians directly, over random
 rects, tight rows, culled Gaussians, disagreeing counts and capacities, and requires the same keys and values at
 the same positions, nothing written at or past min(list size, capacity), and each block writing exactly its segment;
 then the tile ranges that k_ranges finds by a 16-ary search in the tile-sorted list, against std::lower_bound.
@@ -40,6 +41,11 @@ def test_staged_and_flat_writers_match_per_thread_writer(emit_twin, seed):
     # the runs, in at most 7 steps (log17(4M) < 5.4, plus the narrowing of the last few positions)
     assert int(stats["range_tiles"]) > 100_000
     assert int(stats["range_max_steps"]) <= 7
+    # the writers walk the row records of k_project: recorded spans (up to 12 rows, 255 columns), and rects beyond
+    # either limit computed from the centre and conic; both against the list walked from the Projected directly
+    assert int(stats["recorded_pairs"]) > 10_000
+    assert int(stats["full_records"]) > 50  # exactly kRecordRows rows
+    assert int(stats["computed_pairs"]) > 500
 
 
 def kernel_body(src: str, name: str) -> str:
@@ -59,6 +65,12 @@ def test_kernels_call_the_twinned_code():
     assert "dd3g::emit_run(" in old and "dd3g::emit_run_serial(" in old
     flat = kernel_body(src, "k_emit_flat")
     assert "dd3g::emit_owner(" in flat and "dd3g::emit_entry_at(" in flat
+    for body in (staged, old, flat):  # every writer walks the row records through the header's row_source
+        assert "load_source(recs, pa, pb, idx, tight)" in body
+    loader = src[src.index("dd3g::RowSource load_source("):]
+    loader = loader[:loader.index("\n}\n")]
+    assert "dd3g::row_source(" in loader and "dd3g::row_source_compute(" in loader
+    assert "n = dd3g::make_row_record(p, tight, rec);" in src  # the projection's count is the record's
     ranges = kernel_body(src, "k_ranges")
     assert "dd3g::range_probe(" in ranges and "dd3g::range_narrow(" in ranges
     # the default build picks the writer by size (2); 0, 1 and 3 force the per-thread, staged and flat writer
