@@ -123,6 +123,12 @@
 #if DD3G_RASTER_WARP_W != 8 && DD3G_RASTER_WARP_W != 16
 #error "DD3G_RASTER_WARP_W must be 8 (8 x 4 pixel warps) or 16 (16 x 2)"
 #endif
+// 1: the intersection list's keys are 16-bit where every key and the sentinel fit (C * tiles < 65536, e.g. 8 cameras
+// at 1024^2), 6 bytes an entry instead of 8 through the writer, the pad and both tile-sort passes; 0: always 32-bit
+// (timing and test builds: the same list, the same images).
+#ifndef DD3G_RASTER_KEY16
+#define DD3G_RASTER_KEY16 1
+#endif
 // Timing diagnostics, never in a shipped build. 1 and 2 render wrong images: 1 skips the binned path's per-tile sort
 // (tiles blend in scatter order), 2 skips the blending (staging still runs; every pixel gets the background); they
 // split the binned raster kernel's time into sort and blend (benchmarks/rasterizer_notes.md run 7). 3 renders
@@ -195,6 +201,7 @@ struct Plan {
     int C = 0, W = 0, H = 0, K = 0, tiles_x = 0, tiles_y = 0;
     int64_t tiles = 0;  // C * tiles_x * tiles_y
     int tile_bits = 1;
+    bool key16 = false;  // the list's keys are uint16_t (DD3G_RASTER_KEY16 and tile_bits <= 16)
     size_t cub_bytes = 0;
     // offsets into the workspace
     size_t o_header = 0, o_pa = 0, o_pb = 0, o_pc = 0, o_rect = 0, o_count = 0, o_dkey0 = 0, o_dkey1 = 0,
@@ -254,7 +261,11 @@ int cub_temp_bytes(const Plan& p, size_t* out) {
         DD3G_CUDA(cub::DeviceScan::InclusiveSum(nullptr, b, CountIter(nullptr, CountOf{nullptr}), (long long*)nullptr,
                                                 (int)p.CN));
     }
-    if (p.capacity > 0) {
+    if (p.capacity > 0 && p.key16) {
+        cub::DoubleBuffer<uint16_t> k(nullptr, nullptr);
+        cub::DoubleBuffer<uint32_t> v(nullptr, nullptr);
+        DD3G_CUDA(cub::DeviceRadixSort::SortPairs(nullptr, c, k, v, (int)p.capacity, 0, p.tile_bits));
+    } else if (p.capacity > 0) {
         cub::DoubleBuffer<uint32_t> k(nullptr, nullptr), v(nullptr, nullptr);
         DD3G_CUDA(cub::DeviceRadixSort::SortPairs(nullptr, c, k, v, (int)p.capacity, 0, p.tile_bits));
     }
@@ -276,6 +287,7 @@ int make_plan(const dd3g_raster_config* cfg, Plan* p) {
     p->tiles = (int64_t)p->C * p->tiles_x * p->tiles_y;
     if (p->tiles >= 0x7FFFFFFFll) return DD3G_ERROR_INVALID_VALUE;
     p->tile_bits = bits_for((uint64_t)p->tiles);  // the sentinel key p->tiles must fit too
+    p->key16 = DD3G_RASTER_KEY16 && p->tile_bits <= 16;
     p->capacity = cfg->max_intersections > 0 ? cfg->max_intersections
                                              : std::min<int64_t>(8 * p->CN + 65536, 0x7FFFFFFFll);
     st = cub_temp_bytes(*p, &p->cub_bytes);
@@ -299,8 +311,9 @@ int make_plan(const dd3g_raster_config* cfg, Plan* p) {
     p->o_dval0 = take(CN * sizeof(uint32_t));
     p->o_dval1 = take(CN * sizeof(uint32_t));
     p->o_scan_out = take(CN * sizeof(long long));
-    p->o_ikey0 = take(cap * sizeof(uint32_t));
-    p->o_ikey1 = take(cap * sizeof(uint32_t));
+    const size_t key_bytes = p->key16 && !binned(*p) ? sizeof(uint16_t) : sizeof(uint32_t);  // binned: depth bits
+    p->o_ikey0 = take(cap * key_bytes);
+    p->o_ikey1 = take(cap * key_bytes);
     p->o_ival0 = take(cap * sizeof(uint32_t));
     p->o_ival1 = take(cap * sizeof(uint32_t));
     p->o_ranges = take((size_t)p->tiles * sizeof(int2));
@@ -456,11 +469,12 @@ __device__ __forceinline__ dd3g::Projected load_projected(const float4* pa, cons
 #endif
 #if DD3G_RASTER_EMIT == 0 || DD3G_RASTER_EMIT == 2
 // The original writer: one thread per depth-sorted Gaussian writes its whole run (uncoalesced stores).
+template <typename Key>
 __global__ void __launch_bounds__(256)
 k_emit(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight, int64_t capacity,
        const uint32_t* __restrict__ sorted_idx, const long long* __restrict__ ends, const float4* __restrict__ pa,
        const float4* __restrict__ pb, const uint4* __restrict__ recs, uint32_t sentinel,
-       uint32_t* __restrict__ ikeys, uint32_t* __restrict__ ivals) {
+       Key* __restrict__ ikeys, uint32_t* __restrict__ ivals) {
     uint32_t k = blockIdx.x * blockDim.x + threadIdx.x;
     if (k >= CN) return;
     long long pos, end;
@@ -482,13 +496,14 @@ k_emit(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight, int6
 // round a thread writes all of its positions inside the window, so every slot that is copied out was written in
 // that round. Control flow around the barriers is block-uniform: lo and hi are the same for all threads, and
 // threads without a Gaussian (k >= CN, count 0, past the capacity) stay in the loop with an empty walk.
+template <typename Key>
 __global__ void __launch_bounds__(dd3g::kEmitThreads)
 k_emit_staged(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight, int64_t capacity,
               const uint32_t* __restrict__ sorted_idx, const long long* __restrict__ ends,
               const float4* __restrict__ pa, const float4* __restrict__ pb,
-              const uint4* __restrict__ recs, uint32_t sentinel, uint32_t* __restrict__ ikeys,
+              const uint4* __restrict__ recs, uint32_t sentinel, Key* __restrict__ ikeys,
               uint32_t* __restrict__ ivals) {
-    __shared__ uint32_t s_keys[dd3g::kEmitChunk];
+    __shared__ Key s_keys[dd3g::kEmitChunk];
     __shared__ uint32_t s_vals[dd3g::kEmitChunk];
     const uint32_t k0 = blockIdx.x * (uint32_t)dd3g::kEmitThreads;  // < CN: the grid covers CN exactly
     long long lo, hi;
@@ -520,11 +535,12 @@ k_emit_staged(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tigh
 // The flat writer: thread j writes list position j (grid-stride loop over [0, min(M, capacity))), so stores are
 // coalesced and every position is a thread of its own. Its owner is found by a binary search over ends (the runs
 // tile [0, M) in depth order); the entry is computed from the owner's walk directly.
+template <typename Key>
 __global__ void __launch_bounds__(256)
 k_emit_flat(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight, int64_t capacity,
             const uint32_t* __restrict__ sorted_idx, const long long* __restrict__ ends,
             const float4* __restrict__ pa, const float4* __restrict__ pb,
-            const uint4* __restrict__ recs, uint32_t sentinel, uint32_t* __restrict__ ikeys,
+            const uint4* __restrict__ recs, uint32_t sentinel, Key* __restrict__ ikeys,
             uint32_t* __restrict__ ivals) {
     const long long M = ends[CN - 1];  // CN > 0 here
     const long long lim = M < capacity ? M : capacity;
@@ -535,7 +551,7 @@ k_emit_flat(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight,
         uint32_t key, val;
         dd3g::emit_entry_at(load_source(recs, pa, pb, idx, tight), (idx / N) * (uint32_t)tiles_per_cam, idx, tiles_x,
                             j - dd3g::run_begin(ends, k), sentinel, &key, &val);
-        ikeys[j] = key;
+        ikeys[j] = (Key)key;
         ivals[j] = val;
     }
 }
@@ -544,8 +560,9 @@ k_emit_flat(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight,
 // Write the frame's intersection count into the header and pad [count, pad_end) with the sentinel key, so
 // that the fixed-size tile sort puts the unused tail last. With `ranges` (DD3G_RASTER_FOLD_MEMSETS) also clear
 // the `num_tiles` tile ranges and the evaluation counter.
+template <typename Key>
 __global__ void k_pad(uint32_t CN, const long long* __restrict__ ends, int64_t capacity, int64_t pad_end,
-                      uint32_t sentinel, uint32_t* __restrict__ ikeys, Header* __restrict__ hdr,
+                      uint32_t sentinel, Key* __restrict__ ikeys, Header* __restrict__ hdr,
                       int2* __restrict__ ranges, int64_t num_tiles) {
     long long M = CN > 0 ? ends[CN - 1] : 0;
     if (blockIdx.x == 0 && threadIdx.x == 0) {
@@ -559,22 +576,23 @@ __global__ void k_pad(uint32_t CN, const long long* __restrict__ ends, int64_t c
             ranges[t] = make_int2(0, 0);
     for (long long i = (M < pad_end ? M : pad_end) + blockIdx.x * (long long)blockDim.x + threadIdx.x; i < pad_end;
          i += (long long)gridDim.x * blockDim.x)
-        ikeys[i] = sentinel;
+        ikeys[i] = (Key)sentinel;
 }
 
 // Step 7: every tile's range [lower_bound(t), lower_bound(t + 1)) of the sorted keys[0, num) (emit_walk.h
 // range_probe / range_narrow). A warp per tile: lanes 0-15 search t, lanes 16-31 t + 1, both at once. An empty tile
 // gets an empty range at the place it would have, so every tile is written, whether or not k_pad cleared it.
 constexpr int kRangeThreads = 256;
+template <typename Key>
 __global__ void __launch_bounds__(kRangeThreads)
-k_ranges(int64_t num_tiles, int64_t num, const uint32_t* __restrict__ keys, int2* __restrict__ ranges) {
+k_ranges(int64_t num_tiles, int64_t num, const Key* __restrict__ keys, int2* __restrict__ ranges) {
     const int64_t t = (blockIdx.x * (int64_t)kRangeThreads + threadIdx.x) / 32;
     if (t >= num_tiles) return;  // the whole warp
     const int lane = threadIdx.x & 31, half = lane >> 4;
     const uint32_t target = (uint32_t)t + (uint32_t)half;
     long long lo = 0, hi = num;
     while (__any_sync(0xFFFFFFFFu, lo < hi)) {
-        const bool below = lo < hi && keys[dd3g::range_probe(lo, hi, lane & 15)] < target;
+        const bool below = lo < hi && (uint32_t)keys[dd3g::range_probe(lo, hi, lane & 15)] < target;
         const uint32_t mine = (__ballot_sync(0xFFFFFFFFu, below) >> (16 * half)) & 0xFFFFu;
         if (lo < hi) dd3g::range_narrow(&lo, &hi, __popc(mine));
     }
@@ -1261,67 +1279,75 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
                                                 (int)CN, stream));
 
         // where the emitted list goes: the buffers that the tile sort starts from
-        uint32_t* ik0 = (uint32_t*)(ws + P.o_ikey0);
         uint32_t* iv0 = (uint32_t*)(ws + P.o_ival0);
         [[maybe_unused]] const bool flat =
             DD3G_RASTER_EMIT == 3 || (DD3G_RASTER_EMIT == 2 && CN <= DD3G_RASTER_FLAT_MAX);
         [[maybe_unused]] const bool staged =
             DD3G_RASTER_EMIT == 1 ||
             (DD3G_RASTER_EMIT == 2 && !flat && P.capacity <= (int64_t)DD3G_RASTER_STAGED_MAX_RUN * CN);
+        // steps 4-7 with the list's keys as Key (Plan::key16)
+        auto list_steps = [&](auto key_type) -> int {
+            using Key = decltype(key_type);
+            Key* ik0 = (Key*)(ws + P.o_ikey0);
 #if DD3G_RASTER_EMIT == 2 || DD3G_RASTER_EMIT == 3
-        if (flat) {
-            const unsigned flat_grid = std::max(1u, std::min(blocks_for(P.capacity, 256), 8192u));
-            k_emit_flat<<<flat_grid, 256, 0, stream>>>(CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam, tight,
-                                                      P.capacity, sorted_idx, scan_out, pa, pb, recs,
-                                                      sentinel, ik0, iv0);
-            DD3G_LAUNCHED("k_emit_flat");
-        }
+            if (flat) {
+                const unsigned flat_grid = std::max(1u, std::min(blocks_for(P.capacity, 256), 8192u));
+                k_emit_flat<Key><<<flat_grid, 256, 0, stream>>>(CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam, tight,
+                                                               P.capacity, sorted_idx, scan_out, pa, pb, recs,
+                                                               sentinel, ik0, iv0);
+                DD3G_LAUNCHED("k_emit_flat");
+            }
 #endif
 #if DD3G_RASTER_EMIT == 0 || DD3G_RASTER_EMIT == 2
-        if (!flat && !staged) {
-            k_emit<<<blocks_for(CN, 256), 256, 0, stream>>>(CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam, tight,
-                                                            P.capacity, sorted_idx, scan_out, pa, pb, recs,
-                                                            sentinel, ik0, iv0);
-            DD3G_LAUNCHED("k_emit");
-        }
+            if (!flat && !staged) {
+                k_emit<Key><<<blocks_for(CN, 256), 256, 0, stream>>>(CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam,
+                                                                     tight, P.capacity, sorted_idx, scan_out, pa, pb,
+                                                                     recs, sentinel, ik0, iv0);
+                DD3G_LAUNCHED("k_emit");
+            }
 #endif
 #if DD3G_RASTER_EMIT == 1 || DD3G_RASTER_EMIT == 2
-        if (staged) {
-            k_emit_staged<<<blocks_for(CN, dd3g::kEmitThreads), dd3g::kEmitThreads, 0, stream>>>(
-                CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam, tight, P.capacity, sorted_idx, scan_out, pa,
-                pb, recs, sentinel, ik0, iv0);
-            DD3G_LAUNCHED("k_emit_staged");
-        }
+            if (staged) {
+                k_emit_staged<Key><<<blocks_for(CN, dd3g::kEmitThreads), dd3g::kEmitThreads, 0, stream>>>(
+                    CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam, tight, P.capacity, sorted_idx, scan_out, pa,
+                    pb, recs, sentinel, ik0, iv0);
+                DD3G_LAUNCHED("k_emit_staged");
+            }
 #endif
 
-        // capacity mode sorts the whole fixed-size list (graph-capturable); exact mode reads the count back
-        const int64_t pad_end = exact ? 0 : P.capacity;
-        unsigned pad_grid = std::max(clear_grid, std::min(blocks_for(pad_end, 256), 4096u));
-        k_pad<<<pad_grid, 256, 0, stream>>>(CN, scan_out, P.capacity, pad_end, sentinel, ik0, hdr, clear_ranges,
-                                            P.tiles);
-        DD3G_LAUNCHED("k_pad");
-        int64_t num_sort = P.capacity;
-        if (exact) {
-            long long M = 0;
-            DD3G_CUDA(cudaMemcpyAsync(&M, scan_out + (CN - 1), sizeof(M), cudaMemcpyDeviceToHost, stream));
-            DD3G_CUDA(cudaStreamSynchronize(stream));
-            if (M > P.capacity) return DD3G_ERROR_WORKSPACE_TOO_SMALL;  // the header holds the needed count
-            num_sort = M;
-        }
+            // capacity mode sorts the whole fixed-size list (graph-capturable); exact mode reads the count back
+            const int64_t pad_end = exact ? 0 : P.capacity;
+            unsigned pad_grid = std::max(clear_grid, std::min(blocks_for(pad_end, 256), 4096u));
+            k_pad<Key><<<pad_grid, 256, 0, stream>>>(CN, scan_out, P.capacity, pad_end, sentinel, ik0, hdr,
+                                                     clear_ranges, P.tiles);
+            DD3G_LAUNCHED("k_pad");
+            int64_t num_sort = P.capacity;
+            if (exact) {
+                long long M = 0;
+                DD3G_CUDA(cudaMemcpyAsync(&M, scan_out + (CN - 1), sizeof(M), cudaMemcpyDeviceToHost, stream));
+                DD3G_CUDA(cudaStreamSynchronize(stream));
+                if (M > P.capacity) return DD3G_ERROR_WORKSPACE_TOO_SMALL;  // the header holds the needed count
+                num_sort = M;
+            }
 
-        if (num_sort > 0) {
-            cub::DoubleBuffer<uint32_t> ik(ik0, (uint32_t*)(ws + P.o_ikey1));
-            cub::DoubleBuffer<uint32_t> iv(iv0, (uint32_t*)(ws + P.o_ival1));
-            tmp = P.cub_bytes;
-            DD3G_CUDA(cub::DeviceRadixSort::SortPairs(cub_tmp, tmp, ik, iv, (int)num_sort, 0, P.tile_bits, stream));
-            k_ranges<<<blocks_for(P.tiles * 32, kRangeThreads), kRangeThreads, 0, stream>>>(P.tiles, num_sort,
-                                                                                        ik.Current(), ranges);
-            DD3G_LAUNCHED("k_ranges");
-            ivals_sorted = iv.Current();
-        }
+            if (num_sort > 0) {
+                cub::DoubleBuffer<Key> ik(ik0, (Key*)(ws + P.o_ikey1));
+                cub::DoubleBuffer<uint32_t> iv(iv0, (uint32_t*)(ws + P.o_ival1));
+                tmp = P.cub_bytes;
+                DD3G_CUDA(cub::DeviceRadixSort::SortPairs(cub_tmp, tmp, ik, iv, (int)num_sort, 0, P.tile_bits,
+                                                          stream));
+                k_ranges<Key><<<blocks_for(P.tiles * 32, kRangeThreads), kRangeThreads, 0, stream>>>(
+                    P.tiles, num_sort, ik.Current(), ranges);
+                DD3G_LAUNCHED("k_ranges");
+                ivals_sorted = iv.Current();
+            }
+            return DD3G_SUCCESS;
+        };
+        const int st = P.key16 ? list_steps(uint16_t{}) : list_steps(uint32_t{});
+        if (st != DD3G_SUCCESS) return st;
     } else {
-        k_pad<<<clear_grid, 256, 0, stream>>>(0, nullptr, P.capacity, 0, sentinel, nullptr, hdr, clear_ranges,
-                                              P.tiles);  // header of an empty frame
+        k_pad<uint32_t><<<clear_grid, 256, 0, stream>>>(0, nullptr, P.capacity, 0, sentinel, nullptr, hdr,
+                                                        clear_ranges, P.tiles);  // header of an empty frame
         DD3G_LAUNCHED("k_pad");
     }
 

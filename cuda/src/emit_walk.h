@@ -151,21 +151,25 @@ DD3G_HD void emit_run(const long long* ends, uint32_t k, long long capacity, lon
     *end = end_incl < capacity ? end_incl : capacity;
 }
 
+// The writers store keys as Key: uint16_t where every key and the sentinel fit (C * tiles < 65536: a list entry takes
+// 6 bytes instead of 8 through the writer and both tile-sort passes, run 13), else uint32_t.
+
 // The original writer: one thread writes the run [pos, end) (non-empty) of one Gaussian, whole.
+template <typename Key>
 DD3G_HD void emit_run_serial(const RowSource& s, uint32_t base, uint32_t idx, int tiles_x, long long pos,
-                             long long end, uint32_t sentinel, uint32_t* keys, uint32_t* vals) {
+                             long long end, uint32_t sentinel, Key* keys, uint32_t* vals) {
     for (int ty = s.p.ty0; ty < s.p.ty1 && pos < end; ++ty) {
         int c0, c1;
         source_row(s, ty, &c0, &c1);
         for (int tx = c0; tx < c1 && pos < end; ++tx, ++pos) {
-            keys[pos] = base + (uint32_t)(ty * tiles_x + tx);
+            keys[pos] = (Key)(base + (uint32_t)(ty * tiles_x + tx));
             vals[pos] = idx;
         }
     }
     // Defensive: if this recount found fewer tiles than k_project counted (it runs the same code on the same
     // stored floats, so it should not), the hole sorts to the end instead of holding stale keys.
     for (; pos < end; ++pos) {
-        keys[pos] = sentinel;
+        keys[pos] = (Key)sentinel;
         vals[pos] = 0;
     }
 }
@@ -200,7 +204,8 @@ DD3G_HD void emit_walk_begin(EmitWalk& w, const RowSource& src, uint32_t base, u
 // last row. A row per pass (not an entry per pass, as before run 12) keeps a warp's lanes together: each pass
 // computes at most one row in every lane at once, where stepping an entry at a time had some lane start a row at
 // almost every step, and the warp paid every lane's row arithmetic in turn.
-DD3G_HD void emit_walk_fill(EmitWalk& w, long long stop, uint32_t sentinel, uint32_t* keys, uint32_t* vals,
+template <typename Key>
+DD3G_HD void emit_walk_fill(EmitWalk& w, long long stop, uint32_t sentinel, Key* keys, uint32_t* vals,
                             long long offset) {
     const long long lim = w.end < stop ? w.end : stop;
     while (w.pos < lim) {
@@ -213,7 +218,7 @@ DD3G_HD void emit_walk_fill(EmitWalk& w, long long stop, uint32_t sentinel, uint
                 w.c1 = c1;
             } else {  // past the last row: defensive sentinel fill, as in emit_run_serial
                 for (; w.pos < lim; ++w.pos) {
-                    keys[w.pos - offset] = sentinel;
+                    keys[w.pos - offset] = (Key)sentinel;
                     vals[w.pos - offset] = 0;
                 }
                 return;
@@ -223,7 +228,7 @@ DD3G_HD void emit_walk_fill(EmitWalk& w, long long stop, uint32_t sentinel, uint
         const int take = (int)(left < in_row ? left : in_row);  // 0 for an empty row
         const uint32_t row = w.base + (uint32_t)(w.ty * w.tiles_x);
         for (int e = 0; e < take; ++e) {
-            keys[w.pos - offset + e] = row + (uint32_t)(w.tx + e);
+            keys[w.pos - offset + e] = (Key)(row + (uint32_t)(w.tx + e));
             vals[w.pos - offset + e] = w.idx;
         }
         w.tx += take;
@@ -245,8 +250,9 @@ DD3G_HD long long emit_first_window(long long lo) { return lo & ~(long long)(kEm
 
 // Thread `tid` of `nthreads` copies the staged window [win, win + chunk) intersected with [lo, hi) from s_keys/s_vals
 // (index = position - win) to keys/vals (index = position); consecutive threads take consecutive positions.
+template <typename Key>
 DD3G_HD void emit_copy_out(int tid, int nthreads, long long win, int chunk, long long lo, long long hi,
-                           const uint32_t* s_keys, const uint32_t* s_vals, uint32_t* keys, uint32_t* vals) {
+                           const Key* s_keys, const uint32_t* s_vals, Key* keys, uint32_t* vals) {
     const int j0 = (int)((lo > win ? lo : win) - win);
     const int j1 = (int)((hi < win + chunk ? hi : win + chunk) - win);
     for (int j = tid; j < j1; j += nthreads) {

@@ -30,6 +30,10 @@ namespace {
 constexpr uint32_t kPoison = 0xA5A5A5A5u;  // never a key (< C * tiles + 1) nor a value (< C * N)
 constexpr uint32_t kStale = 0x5A5A5A5Au;   // what the "shared" window holds before a round (stale data)
 constexpr int kGuard = 64;                  // poisoned slots around every buffer: out-of-range writes show up
+// The same for a list of 16-bit keys (Key = uint16_t: C * tiles < 65536, so every key and the sentinel are <= 65535;
+// the cases keep C * tiles below 65534).
+template <typename Key> constexpr Key poison_of() { return sizeof(Key) == 2 ? (Key)0xFFFFu : (Key)kPoison; }
+template <typename Key> constexpr Key stale_of() { return sizeof(Key) == 2 ? (Key)0xFFFEu : (Key)kStale; }
 
 struct Case {
     int C = 1, N = 0, tiles_x = 1, tiles_y = 1;
@@ -165,7 +169,8 @@ void run_reference(const Case& c, std::vector<uint32_t>& keys, std::vector<uint3
 }
 
 // per-thread writer: one "thread" per depth-sorted number
-void run_serial(const Case& c, std::vector<uint32_t>& keys, std::vector<uint32_t>& vals) {
+template <typename Key>
+void run_serial(const Case& c, std::vector<Key>& keys, std::vector<uint32_t>& vals) {
     const uint32_t CN = (uint32_t)(c.C * c.N);
     const uint32_t sentinel = (uint32_t)(c.C * c.tiles_x * c.tiles_y), tpc = (uint32_t)(c.tiles_x * c.tiles_y);
     for (uint32_t k = 0; k < CN; ++k) {
@@ -179,7 +184,8 @@ void run_serial(const Case& c, std::vector<uint32_t>& keys, std::vector<uint32_t
 }
 
 // flat writer: one "thread" per list position j < min(M, capacity), as k_emit_flat's grid-stride loop
-void run_flat(const Case& c, std::vector<uint32_t>& keys, std::vector<uint32_t>& vals) {
+template <typename Key>
+void run_flat(const Case& c, std::vector<Key>& keys, std::vector<uint32_t>& vals) {
     const uint32_t CN = (uint32_t)(c.C * c.N);
     const uint32_t sentinel = (uint32_t)(c.C * c.tiles_x * c.tiles_y), tpc = (uint32_t)(c.tiles_x * c.tiles_y);
     if (CN == 0) return;
@@ -187,21 +193,26 @@ void run_flat(const Case& c, std::vector<uint32_t>& keys, std::vector<uint32_t>&
     for (long long j = 0; j < lim; ++j) {
         const uint32_t k = dd3g::emit_owner(j, CN, c.ends.data());
         const uint32_t idx = c.sorted_idx[k];
+        uint32_t key;  // as k_emit_flat: the entry's key, stored as Key
         dd3g::emit_entry_at(source(c, idx), (idx / (uint32_t)c.N) * tpc, idx, c.tiles_x,
-                            j - dd3g::run_begin(c.ends.data(), k), sentinel, keys.data() + kGuard + j,
-                            vals.data() + kGuard + j);
+                            j - dd3g::run_begin(c.ends.data(), k), sentinel, &key, vals.data() + kGuard + j);
+        keys[kGuard + j] = (Key)key;
     }
 }
 
 // new writer, phase by phase; returns false (with a message) on a violated invariant
-bool run_staged(const Case& c, int nthreads, int chunk, std::vector<uint32_t>& keys, std::vector<uint32_t>& vals,
+template <typename Key>
+bool run_staged(const Case& c, int nthreads, int chunk, std::vector<Key>& keys, std::vector<uint32_t>& vals,
                 long long* rounds, char* msg, size_t msg_len) {
     const uint32_t CN = (uint32_t)(c.C * c.N);
     const uint32_t sentinel = (uint32_t)(c.C * c.tiles_x * c.tiles_y), tpc = (uint32_t)(c.tiles_x * c.tiles_y);
-    std::vector<uint32_t> s_keys(chunk + 2 * kGuard), s_vals(chunk + 2 * kGuard);
+    std::vector<Key> s_keys(chunk + 2 * kGuard);
+    std::vector<uint32_t> s_vals(chunk + 2 * kGuard);
+    const Key poison = poison_of<Key>(), stale = stale_of<Key>();
     std::vector<dd3g::EmitWalk> w(nthreads);
     // copy-out target of one block: checked to hold writes inside the block's segment only, then moved to keys/vals
-    std::vector<uint32_t> out_k(keys.size(), kPoison), out_v(vals.size(), kPoison);
+    std::vector<Key> out_k(keys.size(), poison);
+    std::vector<uint32_t> out_v(vals.size(), kPoison);
     long long prev_hi = 0;
     const uint32_t blocks = (CN + nthreads - 1) / nthreads;
     for (uint32_t b = 0; b < blocks; ++b) {
@@ -233,7 +244,7 @@ bool run_staged(const Case& c, int nthreads, int chunk, std::vector<uint32_t>& k
                 snprintf(msg, msg_len, "window %lld not aligned", win);
                 return false;
             }
-            std::fill(s_keys.begin(), s_keys.end(), kStale);
+            std::fill(s_keys.begin(), s_keys.end(), stale);
             std::fill(s_vals.begin(), s_vals.end(), kStale);
             for (int t = 0; t < nthreads; ++t) {  // phase 1 (before the first barrier)
                 if (w[t].pos < w[t].end && w[t].pos < win) {
@@ -243,7 +254,7 @@ bool run_staged(const Case& c, int nthreads, int chunk, std::vector<uint32_t>& k
                 dd3g::emit_walk_fill(w[t], win + chunk, sentinel, s_keys.data() + kGuard, s_vals.data() + kGuard, win);
             }
             for (int g = 0; g < kGuard; ++g)
-                if (s_keys[g] != kStale || s_vals[g] != kStale || s_keys[kGuard + chunk + g] != kStale ||
+                if (s_keys[g] != stale || s_vals[g] != kStale || s_keys[kGuard + chunk + g] != stale ||
                     s_vals[kGuard + chunk + g] != kStale) {
                     snprintf(msg, msg_len, "write outside the shared window (block %u, window %lld)", b, win);
                     return false;
@@ -251,7 +262,7 @@ bool run_staged(const Case& c, int nthreads, int chunk, std::vector<uint32_t>& k
             // every slot that is copied out was written in this round
             const long long j0 = std::max(lo, win) - win, j1 = std::min(hi, win + chunk) - win;
             for (long long j = j0; j < j1; ++j)
-                if (s_keys[kGuard + j] == kStale || s_vals[kGuard + j] == kStale) {
+                if (s_keys[kGuard + j] == stale || s_vals[kGuard + j] == kStale) {
                     snprintf(msg, msg_len, "slot %lld of window %lld not produced (block %u)", j, win, b);
                     return false;
                 }
@@ -265,15 +276,16 @@ bool run_staged(const Case& c, int nthreads, int chunk, std::vector<uint32_t>& k
         for (long long i = i0; i < i1; ++i) {
             const long long pos = i - kGuard;
             const bool inside = pos >= lo && pos < hi;
-            if (inside != (out_k[i] != kPoison) || inside != (out_v[i] != kPoison)) {
+            if (inside != (out_k[i] != poison) || inside != (out_v[i] != kPoison)) {
                 snprintf(msg, msg_len, "block %u [%lld, %lld): position %lld written=%d", b, lo, hi, pos,
-                         (int)(out_k[i] != kPoison));
+                         (int)(out_k[i] != poison));
                 return false;
             }
             if (inside) {
                 keys[i] = out_k[i];
                 vals[i] = out_v[i];
-                out_k[i] = out_v[i] = kPoison;
+                out_k[i] = poison;
+                out_v[i] = kPoison;
             }
         }
         for (int t = 0; t < nthreads; ++t)
@@ -340,7 +352,7 @@ int main(int argc, char** argv) {
     const int cases = atoi(argv[2]);
     const int configs[][2] = {{dd3g::kEmitThreads, dd3g::kEmitChunk}, {32, 32}, {64, 96}, {256, 2048}, {128, 64}};
     long long entries = 0, clamped = 0, filled = 0, rounds = 0, multi = 0, range_tiles = 0;
-    long long recorded = 0, full_records = 0, computed = 0;
+    long long recorded = 0, full_records = 0, computed = 0, key16_cases = 0;
     int range_steps = 0;
     char msg[256];
     for (int ci = 0; ci < cases; ++ci) {
@@ -417,6 +429,42 @@ int main(int argc, char** argv) {
                     return 1;
                 }
         }
+        {  // the three writers with 16-bit keys (what the kernels use when C * tiles < 65536): the same list
+            if (sentinel > 0xFFFDu) {
+                fprintf(stderr, "case %d: %u tiles do not fit the 16-bit check\n", ci, sentinel);
+                return 1;
+            }
+            auto same = [&](const std::vector<uint16_t>& k16, const std::vector<uint32_t>& v16, const char* who) {
+                for (size_t i = 0; i < size; ++i) {
+                    const uint32_t want = k_old[i] == kPoison ? 0xFFFFu : k_old[i];
+                    if (k16[i] != want || v16[i] != v_old[i]) {
+                        fprintf(stderr, "case %d: %s, 16-bit keys: position %lld: (%u, %u), 32-bit (%u, %u)\n", ci,
+                                who, (long long)i - kGuard, (unsigned)k16[i], v16[i], k_old[i], v_old[i]);
+                        return false;
+                    }
+                }
+                return true;
+            };
+            std::vector<uint16_t> k16(size, poison_of<uint16_t>());
+            std::vector<uint32_t> v16(size, kPoison);
+            run_serial(c, k16, v16);
+            if (!same(k16, v16, "per-thread writer")) return 1;
+            std::fill(k16.begin(), k16.end(), poison_of<uint16_t>());
+            std::fill(v16.begin(), v16.end(), kPoison);
+            run_flat(c, k16, v16);
+            if (!same(k16, v16, "flat writer")) return 1;
+            for (const auto& cfg : {configs[0], configs[1]}) {
+                std::fill(k16.begin(), k16.end(), poison_of<uint16_t>());
+                std::fill(v16.begin(), v16.end(), kPoison);
+                long long r16 = 0;
+                if (!run_staged(c, cfg[0], cfg[1], k16, v16, &r16, msg, sizeof(msg))) {
+                    fprintf(stderr, "case %d, 16-bit keys, %d threads / %d chunk: %s\n", ci, cfg[0], cfg[1], msg);
+                    return 1;
+                }
+                if (!same(k16, v16, "staged writer")) return 1;
+            }
+            ++key16_cases;
+        }
     }
     // large sorted lists as the tile sort leaves them: runs of random lengths (many tiles empty, a few huge), then
     // the sentinel tail of the unused capacity
@@ -436,7 +484,9 @@ int main(int argc, char** argv) {
         }
     }
     printf("ok cases=%d entries=%lld clamped_cases=%lld sentinel_entries=%lld rounds=%lld multi_round_cases=%lld "
-           "range_tiles=%lld range_max_steps=%d recorded_pairs=%lld full_records=%lld computed_pairs=%lld\n",
-           cases, entries, clamped, filled, rounds, multi, range_tiles, range_steps, recorded, full_records, computed);
+           "range_tiles=%lld range_max_steps=%d recorded_pairs=%lld full_records=%lld computed_pairs=%lld "
+           "key16_cases=%lld\n",
+           cases, entries, clamped, filled, rounds, multi, range_tiles, range_steps, recorded, full_records, computed,
+           key16_cases);
     return 0;
 }

@@ -46,6 +46,7 @@ def test_staged_and_flat_writers_match_per_thread_writer(emit_twin, seed):
     assert int(stats["recorded_pairs"]) > 10_000
     assert int(stats["full_records"]) > 50  # exactly kRecordRows rows
     assert int(stats["computed_pairs"]) > 500
+    assert int(stats["key16_cases"]) == 150  # every case also with 16-bit keys (DD3G_RASTER_KEY16): the same list
 
 
 def kernel_body(src: str, name: str) -> str:

@@ -291,7 +291,9 @@ BINNED_BY_SIZE = {"default", "build/bin_split1/libdd3g_raster.so"}
                                        ("build/binned_all/libdd3g_raster.so", 6000),
                                        ("build/binned_all/libdd3g_raster.so", 530_000),
                                        ("build/binned_s64/libdd3g_raster.so", 6000),
-                                       ("build/binned_s4096/libdd3g_raster.so", 6000)])
+                                       ("build/binned_s4096/libdd3g_raster.so", 6000),
+                                       ("build/key32/libdd3g_raster.so", 40_000),
+                                       ("build/key32/libdd3g_raster.so", 530_000)])
 def test_emit_variants_render_identical_images(torch, lib, variant, n):
     """The staged (coalesced) intersection-list writer and the per-thread one write the same list, so every
     output and the intersection count are bit-identical to a build with -DDD3G_RASTER_EMIT=0
@@ -303,7 +305,8 @@ def test_emit_variants_render_identical_images(torch, lib, variant, n):
     path (count, scan, scatter, shared-memory sort per tile) up to DD3G_RASTER_BINNED_MAX pairs (6,000 x 2 cameras)
     and the staged writer above it (40,000 and 530,000 x 2 cameras). "build/binned_off" never bins; "build/binned_all" always
     does, "build/binned_s64" with a 64-key tile sort (rounds of radix selection in almost every tile),
-    "build/binned_s4096" with 4,096 keys. The default build's count and scatter kernels give a Gaussian 4 threads up
+    "build/binned_s4096" with 4,096 keys; "build/key32" keeps the list's keys 32-bit where the default stores them in
+    16 bits (-DDD3G_RASTER_KEY16=0). The default build's count and scatter kernels give a Gaussian 4 threads up
     to 2^15 pairs (6,000 x 2 cameras) and 2 above (30,000 x 2); "build/bin_split1" one. 40,000 x 2 cameras is
     sorted with a projection block per camera, 530,000 x 2 with one block projecting both cameras. The binned path orders every
     tile by the same
