@@ -20,7 +20,8 @@
 //   5. pad          unused capacity gets a sentinel key (C*tiles) that sorts last; the tile ranges and the
 //                   evaluation counter are cleared here (DD3G_RASTER_FOLD_MEMSETS)
 //   6. tile sort    stable CUB radix sort by tile key over ceil(log2(C*tiles+1)) bits (2 passes for up to
-//                   65535 tiles): depth order inside a tile survives because the sort is stable
+//                   65535 tiles, whose keys are 16-bit: DD3G_RASTER_KEY16): depth order inside a tile survives
+//                   because the sort is stable
 //   7. ranges       [start, end) of every tile in the sorted list (a 16-ary search per tile bound)
 //   8. raster       one 16x16 block per (tile, camera): front-to-back blending in batches of 256 Gaussians
 //                   staged in shared memory, two Gaussians a step; each warp (8x4 pixels) blends only the staged

@@ -166,8 +166,9 @@ DD3G_HD void emit_run_serial(const RowSource& s, uint32_t base, uint32_t idx, in
             vals[pos] = idx;
         }
     }
-    // Defensive: if this recount found fewer tiles than k_project counted (it runs the same code on the same
-    // stored floats, so it should not), the hole sorts to the end instead of holding stale keys.
+    // Defensive: if this walk found fewer tiles than k_project counted (a record holds the counted spans, and a
+    // computed walk runs the same code on the same stored floats, so it should not), the hole sorts to the end
+    // instead of holding stale keys.
     for (; pos < end; ++pos) {
         keys[pos] = (Key)sentinel;
         vals[pos] = 0;
