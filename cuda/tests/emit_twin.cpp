@@ -373,15 +373,20 @@ int main(int argc, char** argv) {
             }
             if (inside && k_old[i] == sentinel) ++filled;
         }
-        {  // the per-thread writer (walking records) against the list by definition (walking the Projected)
+        // another list (keys, values) against the per-thread writer's, position by position
+        auto differs = [&](const std::vector<uint32_t>& k, const std::vector<uint32_t>& v, const char* who) {
+            for (size_t i = 0; i < size; ++i)
+                if (k[i] != k_old[i] || v[i] != v_old[i]) {
+                    fprintf(stderr, "case %d: %s: position %lld: (%u, %u), per-thread writer (%u, %u)\n", ci, who,
+                            (long long)i - kGuard, k[i], v[i], k_old[i], v_old[i]);
+                    return true;
+                }
+            return false;
+        };
+        {  // the list by definition (walking the Projected): the per-thread writer walks the records
             std::vector<uint32_t> k_ref(size, kPoison), v_ref(size, kPoison);
             run_reference(c, k_ref, v_ref);
-            for (size_t i = 0; i < size; ++i)
-                if (k_ref[i] != k_old[i] || v_ref[i] != v_old[i]) {
-                    fprintf(stderr, "case %d: per-thread writer: position %lld: (%u, %u), reference (%u, %u)\n", ci,
-                            (long long)i - kGuard, k_old[i], v_old[i], k_ref[i], v_ref[i]);
-                    return 1;
-                }
+            if (differs(k_ref, v_ref, "reference")) return 1;
         }
         for (int i = 0; i < c.C * c.N; ++i)
             if (c.proj[i].visible) {
@@ -393,12 +398,7 @@ int main(int argc, char** argv) {
         {  // the flat writer: the same list, position by position, and nothing else
             std::vector<uint32_t> k_flat(size, kPoison), v_flat(size, kPoison);
             run_flat(c, k_flat, v_flat);
-            for (size_t i = 0; i < size; ++i)
-                if (k_flat[i] != k_old[i] || v_flat[i] != v_old[i]) {
-                    fprintf(stderr, "case %d: flat writer: position %lld: (%u, %u), serial (%u, %u)\n", ci,
-                            (long long)i - kGuard, k_flat[i], v_flat[i], k_old[i], v_old[i]);
-                    return 1;
-                }
+            if (differs(k_flat, v_flat, "flat writer")) return 1;
         }
         {  // the tile sort (stable, by key) of the list padded with the sentinel, then every tile's range
             std::vector<uint32_t> sorted(k_old.begin() + kGuard, k_old.begin() + kGuard + c.capacity);
