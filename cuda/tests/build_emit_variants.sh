@@ -21,6 +21,8 @@
 #   build/warp16/libdd3g_raster.so       -DDD3G_RASTER_WARP_W=16: warp culling (sorted path) with 16 x 2 pixel warps
 #   build/key32/libdd3g_raster.so        -DDD3G_RASTER_KEY16=0: the intersection list's keys always 32-bit (the
 #                                        default stores 16-bit keys where C * tiles < 65536; same list, same images)
+#   build/exact_tight/libdd3g_raster.so  -DDD3G_RASTER_FAST_TIGHT=0: tight binning with the exact square root,
+#                                        division and logarithm (the default uses the GPU's approximate ones)
 # for one architecture (ARCH, default 90), with the compile flags of the CMake Release build (build/build.ninja:
 # -O3 -DNDEBUG, --expt-relaxed-constexpr -lineinfo, -fPIC, hidden visibility) and its static CUDA runtime.
 # Touches nothing else in build/ (other targets may live there).
@@ -72,4 +74,5 @@ run build/bin_split1/libdd3g_raster.so -DDD3G_RASTER_BIN_SPLIT=1
 run build/cull_off/libdd3g_raster.so -DDD3G_RASTER_WARP_CULL=0 -DDD3G_RASTER_WARP_W=16
 run build/warp16/libdd3g_raster.so -DDD3G_RASTER_WARP_W=16
 run build/key32/libdd3g_raster.so -DDD3G_RASTER_KEY16=0
+run build/exact_tight/libdd3g_raster.so -DDD3G_RASTER_FAST_TIGHT=0
 for p in "${pids[@]}"; do wait "$p"; done
