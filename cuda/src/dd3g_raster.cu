@@ -397,7 +397,8 @@ __device__ __forceinline__ uint32_t project_one(
 // per-thread reads, so the colours are bit-identical. Rows are padded to an odd number of floats, so that 32 lanes
 // reading their own rows hit 32 different banks.
 constexpr int kProjThreads = 128;
-// Projection blocks an SM (registers capped at 64 for 8: 36 bytes of spill stores, half the threads an SM instead of 37 %).
+// Projection blocks an SM (registers capped at 64 for 8: 36 bytes of spill stores; half the threads an SM instead
+// of 37 %).
 // H200, run 13, with the row records (80 registers, 6 blocks): 1M/512/1 -2.4 %, 1M/1024/1 -2 %, 1M x 8 cameras -1 %,
 // 16k-200k within +-0.5 %.
 #ifndef DD3G_RASTER_PROJ_MIN_BLOCKS
