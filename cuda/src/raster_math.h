@@ -170,11 +170,6 @@ DD3G_HD void camera_centre(const float* V, float c[3]) {
     for (int i = 0; i < 3; ++i) c[i] = -(V[0 + i] * V[3] + V[4 + i] * V[7] + V[8 + i] * V[11]);
 }
 
-// Tight binning's region of a projected Gaussian: sigma <= ln(255 o) + kSigmaMargin, the ellipse q(d) = ca dx^2 +
-// 2 cb dx dy + cc dy^2 <= r2 around its mean. Everything in it that does not depend on the tile row, computed once per
-// Gaussian (tight_span) and then used for each of its rows (tight_row_span): a walk over many rows pays the logarithm,
-// the square roots and the divisions once (run 12: the 8-camera frames of 200k and 1M Gaussians 4-5 % faster, the
-// same lists).
 // Tight binning's arithmetic. On the GPU (DD3G_RASTER_FAST_TIGHT=1, the default) the approximate square root,
 // division and logarithm: errors of a few ulp, far inside the spans' 1e-3 px padding and the 0.02 sigma margin, so
 // a tile at stake lies well outside every pixel's alpha >= 1/255 region. H200, run 13: -1 to -3 % (8-camera frames
@@ -198,6 +193,11 @@ DD3G_HD float tight_div(float x, float y) { return x / y; }
 DD3G_HD float tight_log(float x) { return logf(x); }
 #endif
 
+// Tight binning's region of a projected Gaussian: sigma <= ln(255 o) + kSigmaMargin, the ellipse q(d) = ca dx^2 +
+// 2 cb dx dy + cc dy^2 <= r2 around its mean. Everything in it that does not depend on the tile row, computed once per
+// Gaussian (tight_span) and then used for each of its rows (tight_row_span): a walk over many rows pays the logarithm,
+// the square roots and the divisions once (run 12: the 8-camera frames of 200k and 1M Gaussians 4-5 % faster, the
+// same lists).
 struct TightSpan {
     float r2, det, hy, dy_ext;
     int kind;  // 0: no tile (r2 <= 0), 1: degenerate after rounding (whole rect rows), 2: an ellipse
