@@ -11,12 +11,11 @@ Run: python -m pytest tests/cuda/test_bin_twin.py -q
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from _cxx import build_twin
+from _cxx import build_twin, run_twin
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,9 +27,7 @@ def bin_twin(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_binned_path_matches_plain_cpp(bin_twin, seed):
-    r = subprocess.run([str(bin_twin), str(seed), "120"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
-    stats = dict(kv.split("=") for kv in r.stdout.split()[1:])
+    stats = run_twin(bin_twin, seed, 120)
     # the random cases reached the paths that matter
     assert int(stats["walk_tiles"]) > 100_000
     assert int(stats["split_walks"]) > 1000  # walks shared by several threads (rows split between them)

@@ -7,12 +7,11 @@ Run: python -m pytest tests/cuda/test_cull_twin.py -q
 """
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from _cxx import build_twin
+from _cxx import build_twin, run_twin
 from test_bin_twin import kernel_body
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,9 +24,7 @@ def cull_twin(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("seed", [1, 2])
 def test_warp_mask_never_culls_a_reached_warp(cull_twin, seed):
-    r = subprocess.run([str(cull_twin), str(seed), "20000"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
-    stats = {k: int(v) for k, v in (kv.split("=") for kv in r.stdout.split()[1:])}
+    stats = run_twin(cull_twin, seed, 20000)
     assert stats["missed"] == 0
     # the cases reached what matters: many warps needed and many culled, degenerate and too-faint Gaussians
     assert stats["needed"] > 500_000 and stats["tiles"] * 2 * 8 - stats["bits"] > 1_000_000

@@ -12,12 +12,11 @@ Run: python -m pytest tests/cuda/test_emit_twin.py -q
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from _cxx import build_twin
+from _cxx import build_twin, run_twin
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,9 +28,7 @@ def emit_twin(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_staged_and_flat_writers_match_per_thread_writer(emit_twin, seed):
-    r = subprocess.run([str(emit_twin), str(seed), "150"], capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stdout + r.stderr
-    stats = dict(kv.split("=") for kv in r.stdout.split()[1:])
+    stats = run_twin(emit_twin, seed, 150)
     # the random cases reached the paths that matter
     assert int(stats["entries"]) > 100_000
     assert int(stats["clamped_cases"]) > 20  # capacity below the list size
