@@ -8,24 +8,26 @@
 //   2. depth sort   CUB radix sort of C*N (depth key, index) pairs, 32 bits
 //   3. scan         tile counts in depth order (gathered by the scan's input iterator) -> inclusive prefix sum
 //                   (int64) = end offset of each Gaussian's run
-//   4. emit         each Gaussian writes (camera*tiles + tile, index) for the tiles of its row record at its
+//   4. emit         each Gaussian writes (camera*groups + group, index | tile mask) for the groups of 2x2 tiles that
+//                   its row record touches (DD3G_RASTER_TILE_GROUPS; per tile, index alone, with it off) at its
 //                   offsets; because Gaussians are visited in depth order, the list is depth-ordered within every
-//                   tile. Three writers of the same list (emit_walk.h): per thread (one thread writes its run,
+//                   group. Three writers of the same list (emit_walk.h): per thread (one thread writes its run,
 //                   uncoalesced), staged (a block of 128 depth-sorted Gaussians stages its contiguous segment
 //                   in shared memory and writes it coalesced) and flat (one thread per list position). Default
 //                   (DD3G_RASTER_EMIT=2) by (camera, Gaussian) pairs: flat up to DD3G_RASTER_FLAT_MAX, above
 //                   that staged, or per thread where the runs are long (capacity over
 //                   DD3G_RASTER_STAGED_MAX_RUN positions a pair; benchmarks/rasterizer_notes.md, runs 3, 4 and
 //                   13); 0 / 1 / 3 force one writer.
-//   5. pad          unused capacity gets a sentinel key (C*tiles) that sorts last; the tile ranges and the
-//                   evaluation counter are cleared here (DD3G_RASTER_FOLD_MEMSETS)
-//   6. tile sort    stable CUB radix sort by tile key over ceil(log2(C*tiles+1)) bits (2 passes for up to
-//                   65535 tiles, whose keys are 16-bit: DD3G_RASTER_KEY16): depth order inside a tile survives
-//                   because the sort is stable
-//   7. ranges       [start, end) of every tile in the sorted list (a 16-ary search per tile bound)
-//   8. raster       one 16x16 block per (tile, camera): front-to-back blending in batches of 256 Gaussians
-//                   staged in shared memory, two Gaussians a step; each warp (8x4 pixels) blends only the staged
-//                   Gaussians that can reach one of its pixels (warp culling, DD3G_RASTER_WARP_CULL)
+//   5. pad          unused capacity gets a sentinel key (the last group's, Plan::sentinel) that sorts after the
+//                   list; the ranges and the evaluation counter are cleared here (DD3G_RASTER_FOLD_MEMSETS)
+//   6. tile sort    stable CUB radix sort by group key over the sentinel's bits (one pass for one camera at 512^2:
+//                   256 groups; keys 16-bit up to 65536 groups: DD3G_RASTER_KEY16): depth order inside a group
+//                   survives because the sort is stable
+//   7. ranges       [start, end) of every group in the sorted list (a 16-ary search per bound, clamped to the list)
+//   8. raster       one 16x16 block per (tile, camera): walks its group's range and stages (in batches of 256
+//                   entries, in shared memory) the Gaussians with its tile's mask bit, which are, in order, those of
+//                   a per-tile list; front-to-back blending two Gaussians a step; each warp (8x4 pixels) blends only
+//                   the staged Gaussians that can reach one of its pixels (warp culling, DD3G_RASTER_WARP_CULL)
 // Sorting depth once per Gaussian and then only the few tile bits per intersection moves far fewer bytes than
 // gsplat's single 64-bit (camera | tile | depth) sort of all intersections.
 //
@@ -124,6 +126,15 @@
 #if DD3G_RASTER_WARP_W != 8 && DD3G_RASTER_WARP_W != 16
 #error "DD3G_RASTER_WARP_W must be 8 (8 x 4 pixel warps) or 16 (16 x 2)"
 #endif
+// 1: the sorted path's list names groups of 2 x 2 tiles (emit_walk.h, run 14): each entry's value carries which of
+// the group's four tiles the Gaussian touches, and a raster block walks its group's list and stages only the entries
+// with its own tile's bit (warp culling then skips the others), so its Gaussians, their order and the images are
+// those of a per-tile list, while the writer, the pad and the tile sort move ~0.57x the entries (1M/512/1) and a
+// frame of up to 256 groups a camera at one camera (512^2) sorts its keys in one radix pass instead of two. 0: a list
+// per tile (runs 1-13). Needs DD3G_RASTER_WARP_CULL and C * N <= 2^28 (else per tile).
+#ifndef DD3G_RASTER_TILE_GROUPS
+#define DD3G_RASTER_TILE_GROUPS 1
+#endif
 // 1: the intersection list's keys are 16-bit where every key and the sentinel fit (C * tiles < 65536, e.g. 8 cameras
 // at 1024^2), 6 bytes an entry instead of 8 through the writer, the pad and both tile-sort passes; 0: always 32-bit
 // (timing and test builds: the same list, the same images).
@@ -201,7 +212,11 @@ struct Plan {
     int64_t N = 0, CN = 0, capacity = 0;
     int C = 0, W = 0, H = 0, K = 0, tiles_x = 0, tiles_y = 0;
     int64_t tiles = 0;  // C * tiles_x * tiles_y
-    int tile_bits = 1;
+    int gs = 0;                        // the sorted path's list: 0 per tile, 1 per group of 2 x 2 tiles
+    int groups_x = 0, groups_y = 0;    // (tiles_x, tiles_y) >> gs, rounded up
+    int64_t groups = 0;                // C * groups_x * groups_y: the list's keys are < groups
+    uint32_t sentinel = 0;             // the key of unused list positions: groups (gs = 0) or groups - 1 (gs = 1)
+    int tile_bits = 1;                 // bits of a list key (the sentinel included)
     bool key16 = false;  // the list's keys are uint16_t (DD3G_RASTER_KEY16 and tile_bits <= 16)
     size_t cub_bytes = 0;
     // offsets into the workspace
@@ -287,7 +302,17 @@ int make_plan(const dd3g_raster_config* cfg, Plan* p) {
     p->tiles_y = (p->H + kTile - 1) / kTile;
     p->tiles = (int64_t)p->C * p->tiles_x * p->tiles_y;
     if (p->tiles >= 0x7FFFFFFFll) return DD3G_ERROR_INVALID_VALUE;
-    p->tile_bits = bits_for((uint64_t)p->tiles);  // the sentinel key p->tiles must fit too
+    p->gs = DD3G_RASTER_TILE_GROUPS && DD3G_RASTER_WARP_CULL && p->CN <= (int64_t)dd3g::kGroupIdxMask + 1 ? 1 : 0;
+    p->groups_x = ((p->tiles_x - 1) >> p->gs) + 1;
+    p->groups_y = ((p->tiles_y - 1) >> p->gs) + 1;
+    p->groups = (int64_t)p->C * p->groups_x * p->groups_y;
+    // The unused tail must sort after every entry. With gs = 0 its key is one past the last tile's. With gs = 1 it is
+    // the last group's own key, which saves a radix pass where the group count is a power of two (one camera at
+    // 512^2: 256 groups, 8 bits, one pass): the stable sort leaves the tail after the last group's entries (it comes
+    // after them in the unsorted list) and k_ranges ends every range at the list size, so no range holds it. (The
+    // writers' defensive fill, inside the list, writes value 0: an empty tile mask, staged by no tile.)
+    p->sentinel = (uint32_t)(p->gs ? p->groups - 1 : p->groups);
+    p->tile_bits = bits_for((uint64_t)p->sentinel);
     p->key16 = DD3G_RASTER_KEY16 && p->tile_bits <= 16;
     p->capacity = cfg->max_intersections > 0 ? cfg->max_intersections
                                              : std::min<int64_t>(8 * p->CN + 65536, 0x7FFFFFFFll);
@@ -349,7 +374,7 @@ __device__ __forceinline__ uint32_t project_one(
     uint32_t idx, uint32_t N, const T* __restrict__ means, const T* __restrict__ quats, const T* __restrict__ scales,
     const T* __restrict__ opacities, const ShAt& sh_at, int K, const float* __restrict__ viewmats,
     const float* __restrict__ Ks, int W, int H, int tiles_x, int tiles_y, float near_plane, float far_plane,
-    float eps2d, bool tight, float4* __restrict__ pa, float4* __restrict__ pb, float4* __restrict__ pc,
+    float eps2d, bool tight, int gs, float4* __restrict__ pa, float4* __restrict__ pb, float4* __restrict__ pc,
     ushort4* __restrict__ rects, uint4* __restrict__ recs, uint32_t* __restrict__ counts,
     uint32_t* __restrict__ dkeys, uint32_t* __restrict__ dvals, dd3g::Projected& p) {
     uint32_t cam = idx / N, g = idx - cam * N;
@@ -365,7 +390,7 @@ __device__ __forceinline__ uint32_t project_one(
     uint32_t n = 0;
     uint32_t rec[dd3g::kRecordWords];
     if (!kRowCount) n = p.visible ? 1u : 0u;
-    else if (p.visible) n = dd3g::make_row_record(p, tight, rec);
+    else if (p.visible) n = dd3g::make_row_record(p, tight, gs, rec);
     if (kRowCount) counts[idx] = n;
     if (n == 0) {
         if (dkeys) dkeys[idx] = kDepthCulled;
@@ -405,7 +430,8 @@ constexpr int kProjThreads = 128;
 #define DD3G_RASTER_PROJ_MIN_BLOCKS 8
 #endif
 constexpr int kProjShStride = 16 * 3 + 1;  // floats a staged row takes at most (K = 16)
-template <typename T>
+// GS: the list's group shift (Plan::gs), a template argument so that each walk's arithmetic is compiled for it.
+template <typename T, int GS>
 __global__ void __launch_bounds__(kProjThreads, DD3G_RASTER_PROJ_MIN_BLOCKS)
 k_project(uint32_t N, uint32_t C, uint32_t cams, const T* __restrict__ means, const T* __restrict__ quats,
           const T* __restrict__ scales, const T* __restrict__ opacities, const T* __restrict__ sh, int K,
@@ -430,7 +456,7 @@ k_project(uint32_t N, uint32_t C, uint32_t cams, const T* __restrict__ means, co
     for (uint32_t cam = c0; cam < c1; ++cam) {
         dd3g::Projected p;
         project_one<T>(cam * N + g, N, means, quats, scales, opacities, sh_at, K, viewmats, Ks, W, H, tiles_x,
-                       tiles_y, near_plane, far_plane, eps2d, tight, pa, pb, pc, nullptr, recs, counts, dkeys,
+                       tiles_y, near_plane, far_plane, eps2d, tight, GS, pa, pb, pc, nullptr, recs, counts, dkeys,
                        dvals, p);
     }
 }
@@ -450,10 +476,10 @@ uint32_t project_cams(int64_t N, int C) {
 // The row source of a writer's walk (emit_walk.h): the pair's record, and for a kRowsComputed record (too many rows
 // or columns) the centre, opacity and conic that k_project stored.
 __device__ __forceinline__ dd3g::RowSource load_source(const uint4* recs, const float4* pa, const float4* pb,
-                                                       uint32_t idx, bool tight) {
+                                                       uint32_t idx, bool tight, int gs) {
     const uint4 a = recs[2 * (size_t)idx], b = recs[2 * (size_t)idx + 1];
     const uint32_t w[dd3g::kRecordWords] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-    dd3g::RowSource s = dd3g::row_source(w, tight);
+    dd3g::RowSource s = dd3g::row_source(w, tight, gs);
     if (s.kind == dd3g::kRowsComputed) {
         const float4 c = pa[idx], d = pb[idx];
         dd3g::row_source_compute(s, c.x, c.y, c.z, d.x, d.y, d.z);
@@ -477,9 +503,9 @@ __device__ __forceinline__ dd3g::Projected load_projected(const float4* pa, cons
 #endif
 #if DD3G_RASTER_EMIT == 0 || DD3G_RASTER_EMIT == 2
 // The original writer: one thread per depth-sorted Gaussian writes its whole run (uncoalesced stores).
-template <typename Key>
+template <typename Key, int GS>
 __global__ void __launch_bounds__(256)
-k_emit(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight, int64_t capacity,
+k_emit(uint32_t CN, uint32_t N, int cols, int per_cam, bool tight, int64_t capacity,
        const uint32_t* __restrict__ sorted_idx, const long long* __restrict__ ends, const float4* __restrict__ pa,
        const float4* __restrict__ pb, const uint4* __restrict__ recs, uint32_t sentinel,
        Key* __restrict__ ikeys, uint32_t* __restrict__ ivals) {
@@ -489,8 +515,8 @@ k_emit(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight, int6
     dd3g::emit_run(ends, k, capacity, &pos, &end);
     if (pos >= end) return;  // count 0, or the run starts at or past the capacity
     uint32_t idx = sorted_idx[k];
-    uint32_t base = (idx / N) * (uint32_t)tiles_per_cam;
-    dd3g::emit_run_serial(load_source(recs, pa, pb, idx, tight), base, idx, tiles_x, pos, end, sentinel, ikeys,
+    uint32_t base = (idx / N) * (uint32_t)per_cam;
+    dd3g::emit_run_serial(load_source(recs, pa, pb, idx, tight, GS), base, idx, cols, pos, end, sentinel, ikeys,
                           ivals);
 }
 #endif
@@ -504,9 +530,9 @@ k_emit(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight, int6
 // round a thread writes all of its positions inside the window, so every slot that is copied out was written in
 // that round. Control flow around the barriers is block-uniform: lo and hi are the same for all threads, and
 // threads without a Gaussian (k >= CN, count 0, past the capacity) stay in the loop with an empty walk.
-template <typename Key>
+template <typename Key, int GS>
 __global__ void __launch_bounds__(dd3g::kEmitThreads)
-k_emit_staged(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight, int64_t capacity,
+k_emit_staged(uint32_t CN, uint32_t N, int cols, int per_cam, bool tight, int64_t capacity,
               const uint32_t* __restrict__ sorted_idx, const long long* __restrict__ ends,
               const float4* __restrict__ pa, const float4* __restrict__ pb,
               const uint4* __restrict__ recs, uint32_t sentinel, Key* __restrict__ ikeys,
@@ -525,8 +551,8 @@ k_emit_staged(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tigh
         dd3g::emit_run(ends, k, capacity, &pos, &end);
         if (pos < end) {
             const uint32_t idx = sorted_idx[k];
-            dd3g::emit_walk_begin(w, load_source(recs, pa, pb, idx, tight), (idx / N) * (uint32_t)tiles_per_cam, idx,
-                                  tiles_x, pos, end);
+            dd3g::emit_walk_begin(w, load_source(recs, pa, pb, idx, tight, GS), (idx / N) * (uint32_t)per_cam, idx,
+                                  cols, pos, end);
         }
     }
     for (long long win = dd3g::emit_first_window(lo); win < hi; win += dd3g::kEmitChunk) {
@@ -543,9 +569,9 @@ k_emit_staged(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tigh
 // The flat writer: thread j writes list position j (grid-stride loop over [0, min(M, capacity))), so stores are
 // coalesced and every position is a thread of its own. Its owner is found by a binary search over ends (the runs
 // tile [0, M) in depth order); the entry is computed from the owner's walk directly.
-template <typename Key>
+template <typename Key, int GS>
 __global__ void __launch_bounds__(256)
-k_emit_flat(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight, int64_t capacity,
+k_emit_flat(uint32_t CN, uint32_t N, int cols, int per_cam, bool tight, int64_t capacity,
             const uint32_t* __restrict__ sorted_idx, const long long* __restrict__ ends,
             const float4* __restrict__ pa, const float4* __restrict__ pb,
             const uint4* __restrict__ recs, uint32_t sentinel, Key* __restrict__ ikeys,
@@ -557,7 +583,7 @@ k_emit_flat(uint32_t CN, uint32_t N, int tiles_x, int tiles_per_cam, bool tight,
         const uint32_t k = dd3g::emit_owner(j, CN, ends);
         const uint32_t idx = sorted_idx[k];
         uint32_t key, val;
-        dd3g::emit_entry_at(load_source(recs, pa, pb, idx, tight), (idx / N) * (uint32_t)tiles_per_cam, idx, tiles_x,
+        dd3g::emit_entry_at(load_source(recs, pa, pb, idx, tight, GS), (idx / N) * (uint32_t)per_cam, idx, cols,
                             j - dd3g::run_begin(ends, k), sentinel, &key, &val);
         ikeys[j] = (Key)key;
         ivals[j] = val;
@@ -587,13 +613,15 @@ __global__ void k_pad(uint32_t CN, const long long* __restrict__ ends, int64_t c
         ikeys[i] = (Key)sentinel;
 }
 
-// Step 7: every tile's range [lower_bound(t), lower_bound(t + 1)) of the sorted keys[0, num) (emit_walk.h
-// range_probe / range_narrow). A warp per tile: lanes 0-15 search t, lanes 16-31 t + 1, both at once. An empty tile
+// Step 7: every tile's (or group's) range [lower_bound(t), lower_bound(t + 1)) of the sorted keys[0, num) (emit_walk.h
+// range_probe / range_narrow), both ends clamped to the list size (range_clamp: with gs = 1 the unused tail has the
+// last group's key). A warp per tile: lanes 0-15 search t, lanes 16-31 t + 1, both at once. An empty tile
 // gets an empty range at the place it would have, so every tile is written, whether or not k_pad cleared it.
 constexpr int kRangeThreads = 256;
 template <typename Key>
 __global__ void __launch_bounds__(kRangeThreads)
-k_ranges(int64_t num_tiles, int64_t num, const Key* __restrict__ keys, int2* __restrict__ ranges) {
+k_ranges(int64_t num_tiles, int64_t num, const Key* __restrict__ keys, const long long* __restrict__ ends,
+         uint32_t CN, int2* __restrict__ ranges) {
     const int64_t t = (blockIdx.x * (int64_t)kRangeThreads + threadIdx.x) / 32;
     if (t >= num_tiles) return;  // the whole warp
     const int lane = threadIdx.x & 31, half = lane >> 4;
@@ -605,17 +633,23 @@ k_ranges(int64_t num_tiles, int64_t num, const Key* __restrict__ keys, int2* __r
         if (lo < hi) dd3g::range_narrow(&lo, &hi, __popc(mine));
     }
     const long long end = __shfl_sync(0xFFFFFFFFu, lo, 16);
-    if (lane == 0) ranges[t] = make_int2((int)lo, (int)end);
+    if (lane == 0) {
+        const long long M = ends[CN - 1], lim = M < num ? M : num;  // the list's entries: [0, lim) once sorted
+        ranges[t] = make_int2((int)dd3g::range_clamp(lo, lim), (int)dd3g::range_clamp(end, lim));
+    }
 }
 
-// The thread's pixel in a 16x16 raster block (blockIdx: tile x, tile y, camera) and the block's tile range.
+// The thread's pixel in a 16x16 raster block (blockIdx: tile x, tile y, camera) and the block's range: its tile's
+// (gs = 0, cols = tiles_x, per_cam = tiles a camera) or its group's (gs = 1, groups_x, groups a camera), and with
+// gs = 1 which bit of an entry's group mask is this tile's (sub).
 struct TilePixel {
     int cam, tid, px, py;
     bool inside;
     int2 range;
+    int sub;       // gs = 1: bit (ty % 2) * 2 + tx % 2 of an entry's group mask
     float fx, fy;  // pixel centre
 };
-__device__ __forceinline__ TilePixel tile_pixel(int W, int H, int tiles_x, int tiles_per_cam,
+__device__ __forceinline__ TilePixel tile_pixel(int W, int H, int gs, int cols, int per_cam,
                                                 const int2* __restrict__ ranges) {
     TilePixel t;
     t.cam = blockIdx.z;
@@ -626,7 +660,8 @@ __device__ __forceinline__ TilePixel tile_pixel(int W, int H, int tiles_x, int t
     t.px = blockIdx.x * kTile + (w % kCols) * kW + lane % kW;
     t.py = blockIdx.y * kTile + (w / kCols) * kRows + lane / kW;
     t.inside = t.px < W && t.py < H;
-    t.range = ranges[(size_t)t.cam * tiles_per_cam + blockIdx.y * tiles_x + blockIdx.x];
+    t.range = ranges[(size_t)t.cam * per_cam + (blockIdx.y >> gs) * cols + (blockIdx.x >> gs)];
+    t.sub = (int)(((blockIdx.y & 1u) << 1) | (blockIdx.x & 1u));
     t.fx = (float)t.px + 0.5f;
     t.fy = (float)t.py + 0.5f;
     return t;
@@ -877,9 +912,9 @@ struct DiagBlock {
 #define DD3G_DIAG_END(n, acc) (void)0
 #endif
 
-template <bool kCount>
+template <bool kCount, int GS>
 __global__ void __launch_bounds__(kBlock, 1)  // ", 1" changes nvcc's code: kept as measured (notes run 10)
-k_raster(int W, int H, int tiles_x, int tiles_per_cam, const int2* __restrict__ ranges,
+k_raster(int W, int H, int cols, int per_cam, const int2* __restrict__ ranges,
          const uint32_t* __restrict__ ivals, const float4* __restrict__ pa, const float4* __restrict__ pb,
          const float4* __restrict__ pc, const float* __restrict__ background, float* __restrict__ out_rgb,
          float* __restrict__ out_alpha, float* __restrict__ out_depth, unsigned long long* __restrict__ evals) {
@@ -888,7 +923,7 @@ k_raster(int W, int H, int tiles_x, int tiles_per_cam, const int2* __restrict__ 
     __shared__ float4 s_c[kBlock];
     __shared__ uint8_t s_mask[kMaskBytes];
     __shared__ uint32_t s_list[kListWordsAll];
-    const TilePixel tp = tile_pixel(W, H, tiles_x, tiles_per_cam, ranges);
+    const TilePixel tp = tile_pixel(W, H, GS, cols, per_cam, ranges);
     const float x0 = (float)(blockIdx.x * kTile), y0 = (float)(blockIdx.y * kTile);
     const int tid = tp.tid;
     const int2 range = tp.range;
@@ -900,7 +935,20 @@ k_raster(int W, int H, int tiles_x, int tiles_per_cam, const int2* __restrict__ 
         if (__syncthreads_count(acc.done) == kBlock) break;  // also protects the shared batch being overwritten
         DD3G_DIAG_ROUND();
         int i = start + tid;
-        if (i < range.y) stage_gaussian<kCull>(tid, ivals[i], pa, pb, pc, s_a, s_b, s_c, s_mask, x0, y0);
+        if (i < range.y) {
+            const uint32_t v = ivals[i];
+            // a group list's entry for another tile of the group: staged with no warp bit, so that no warp lists it
+            // (gs = 1 needs kCull: make_plan)
+            if constexpr (GS == 0) {
+                stage_gaussian<kCull>(tid, v, pa, pb, pc, s_a, s_b, s_c, s_mask, x0, y0);
+            } else {
+                static_assert(GS == 0 || kCull, "group lists need warp culling (make_plan)");
+                if ((v >> (dd3g::kGroupMaskShift + tp.sub)) & 1u)
+                    stage_gaussian<kCull>(tid, v & dd3g::kGroupIdxMask, pa, pb, pc, s_a, s_b, s_c, s_mask, x0, y0);
+                else
+                    s_mask[tid] = 0;
+            }
+        }
         __syncthreads();
         blend_staged<kCount, kCull>(min(kBlock, range.y - start), s_a, s_b, s_c, s_mask, s_list, tid, tp.fx, tp.fy,
                                     acc);
@@ -974,8 +1022,8 @@ k_bin_count(uint32_t N, const T* __restrict__ means, const T* __restrict__ quats
         const T* shg = sh + (size_t)g * K * 3;
         const auto sh_at = [&](int i) { return ld(shg, (size_t)i); };
         s_n[lg] = g < N && project_one<T, false>(cam * N + g, N, means, quats, scales, opacities, sh_at, K, viewmats,
-                                                 Ks, W, H, tiles_x, tiles_y, near_plane, far_plane, eps2d, tight, pa,
-                                                 pb, pc, rects, nullptr, counts, nullptr, nullptr, p) > 0
+                                                 Ks, W, H, tiles_x, tiles_y, near_plane, far_plane, eps2d, tight, 0,
+                                                 pa, pb, pc, rects, nullptr, counts, nullptr, nullptr, p) > 0
                       ? 0u
                       : kNotVisible;
     }
@@ -1066,7 +1114,7 @@ k_raster_binned(int W, int H, int tiles_x, int tiles_per_cam, const int2* __rest
     using HistScan = cub::BlockScan<uint32_t, kTile, cub::BLOCK_SCAN_WARP_SCANS, kTile>;  // linear id = tid
     __shared__ typename HistScan::TempStorage s_scan;
     static_assert(kBlock == 256, "one histogram bin per thread");
-    const TilePixel tp = tile_pixel(W, H, tiles_x, tiles_per_cam, ranges);
+    const TilePixel tp = tile_pixel(W, H, 0, tiles_x, tiles_per_cam, ranges);
     const int tid = tp.tid;
     const int2 range = tp.range;
     PixelAcc acc;
@@ -1210,8 +1258,8 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
     const bool tight = (cfg->flags & DD3G_RASTER_TIGHT_TILES) != 0;
     const bool exact = (cfg->flags & DD3G_RASTER_EXACT_COUNT) != 0;
     const bool count = (cfg->flags & DD3G_RASTER_COUNT_EVALS) != 0;
-    const uint32_t sentinel = (uint32_t)P.tiles;
-    const int tiles_per_cam = P.tiles_x * P.tiles_y;
+    const uint32_t sentinel = P.sentinel;  // the sorted path's; the binned path has no sentinel key
+    const int groups_per_cam = P.groups_x * P.groups_y;
     const uint32_t CN = (uint32_t)P.CN;
 
 #if DD3G_RASTER_FOLD_MEMSETS
@@ -1227,6 +1275,7 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
     const uint32_t* ivals_sorted = nullptr;
 #if DD3G_RASTER_BINNED_MAX > 0
     if (binned(P)) {
+        const int tiles_per_cam = P.tiles_x * P.tiles_y;
         ushort4* rects = (ushort4*)(ws + P.o_rect);
         uint32_t* boff = (uint32_t*)(ws + P.o_boff);
         uint32_t* tcount = (uint32_t*)(ws + P.o_tcount);
@@ -1269,7 +1318,8 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
     if (CN > 0) {
         const uint32_t cams = project_cams(P.N, P.C);
         const dim3 proj_grid(blocks_for(P.N, kProjThreads), (P.C + cams - 1) / cams);
-        k_project<T><<<proj_grid, kProjThreads, 0, stream>>>(
+        auto project = P.gs ? k_project<T, 1> : k_project<T, 0>;
+        project<<<proj_grid, kProjThreads, 0, stream>>>(
             (uint32_t)P.N, (uint32_t)P.C, cams, (const T*)buf->means, (const T*)buf->quats, (const T*)buf->scales,
             (const T*)buf->opacities, (const T*)buf->sh, P.K, buf->viewmats, buf->Ks, P.W, P.H, P.tiles_x,
             P.tiles_y, cfg->near_plane, cfg->far_plane, cfg->eps2d, tight, pa, pb, pc, recs, counts,
@@ -1300,7 +1350,8 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
 #if DD3G_RASTER_EMIT == 2 || DD3G_RASTER_EMIT == 3
             if (flat) {
                 const unsigned flat_grid = std::max(1u, std::min(blocks_for(P.capacity, 256), 8192u));
-                k_emit_flat<Key><<<flat_grid, 256, 0, stream>>>(CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam, tight,
+                auto flat_kernel = P.gs ? k_emit_flat<Key, 1> : k_emit_flat<Key, 0>;
+                flat_kernel<<<flat_grid, 256, 0, stream>>>(CN, (uint32_t)P.N, P.groups_x, groups_per_cam, tight,
                                                                P.capacity, sorted_idx, scan_out, pa, pb, recs,
                                                                sentinel, ik0, iv0);
                 DD3G_LAUNCHED("k_emit_flat");
@@ -1308,7 +1359,8 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
 #endif
 #if DD3G_RASTER_EMIT == 0 || DD3G_RASTER_EMIT == 2
             if (!flat && !staged) {
-                k_emit<Key><<<blocks_for(CN, 256), 256, 0, stream>>>(CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam,
+                auto emit_kernel = P.gs ? k_emit<Key, 1> : k_emit<Key, 0>;
+                emit_kernel<<<blocks_for(CN, 256), 256, 0, stream>>>(CN, (uint32_t)P.N, P.groups_x, groups_per_cam,
                                                                      tight, P.capacity, sorted_idx, scan_out, pa, pb,
                                                                      recs, sentinel, ik0, iv0);
                 DD3G_LAUNCHED("k_emit");
@@ -1316,8 +1368,9 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
 #endif
 #if DD3G_RASTER_EMIT == 1 || DD3G_RASTER_EMIT == 2
             if (staged) {
-                k_emit_staged<Key><<<blocks_for(CN, dd3g::kEmitThreads), dd3g::kEmitThreads, 0, stream>>>(
-                    CN, (uint32_t)P.N, P.tiles_x, tiles_per_cam, tight, P.capacity, sorted_idx, scan_out, pa,
+                auto staged_kernel = P.gs ? k_emit_staged<Key, 1> : k_emit_staged<Key, 0>;
+                staged_kernel<<<blocks_for(CN, dd3g::kEmitThreads), dd3g::kEmitThreads, 0, stream>>>(
+                    CN, (uint32_t)P.N, P.groups_x, groups_per_cam, tight, P.capacity, sorted_idx, scan_out, pa,
                     pb, recs, sentinel, ik0, iv0);
                 DD3G_LAUNCHED("k_emit_staged");
             }
@@ -1344,8 +1397,8 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
                 tmp = P.cub_bytes;
                 DD3G_CUDA(cub::DeviceRadixSort::SortPairs(cub_tmp, tmp, ik, iv, (int)num_sort, 0, P.tile_bits,
                                                           stream));
-                k_ranges<Key><<<blocks_for(P.tiles * 32, kRangeThreads), kRangeThreads, 0, stream>>>(
-                    P.tiles, num_sort, ik.Current(), ranges);
+                k_ranges<Key><<<blocks_for(P.groups * 32, kRangeThreads), kRangeThreads, 0, stream>>>(
+                    P.groups, num_sort, ik.Current(), scan_out, CN, ranges);
                 DD3G_LAUNCHED("k_ranges");
                 ivals_sorted = iv.Current();
             }
@@ -1360,14 +1413,11 @@ int forward_impl(const dd3g_raster_config* cfg, const Plan& P, const dd3g_raster
     }
 
     dim3 grid(P.tiles_x, P.tiles_y, P.C), block(kTile, kTile);
-    if (count)
-        k_raster<true><<<grid, block, 0, stream>>>(P.W, P.H, P.tiles_x, tiles_per_cam, ranges, ivals_sorted, pa, pb, pc,
-                                                   buf->background, buf->rgb, buf->alpha, buf->depth,
-                                                   &hdr->evaluations);
-    else
-        k_raster<false><<<grid, block, 0, stream>>>(P.W, P.H, P.tiles_x, tiles_per_cam, ranges, ivals_sorted, pa, pb,
-                                                    pc, buf->background, buf->rgb, buf->alpha, buf->depth,
-                                                    &hdr->evaluations);
+    constexpr int kGroups = DD3G_RASTER_WARP_CULL ? 1 : 0;  // make_plan gives gs = 1 only with warp culling
+    auto raster = count ? (P.gs ? k_raster<true, kGroups> : k_raster<true, 0>)
+                        : (P.gs ? k_raster<false, kGroups> : k_raster<false, 0>);
+    raster<<<grid, block, 0, stream>>>(P.W, P.H, P.groups_x, groups_per_cam, ranges, ivals_sorted, pa, pb, pc,
+                                       buf->background, buf->rgb, buf->alpha, buf->depth, &hdr->evaluations);
     DD3G_LAUNCHED("k_raster");
     return DD3G_SUCCESS;
 }

@@ -10,6 +10,12 @@
 // (rows ty0 .. ty1-1; in each row the columns [c0, c1) of tight_row, or the whole rect row without tight
 // binning; the writers take them from the pair's row record, see RowSource): key = camera * tiles_per_cam +
 // ty * tiles_x + tx, value = the Gaussian's (camera, index) number.
+// With tile groups (gs = 1, run 14) the walk goes over groups of 2 x 2 tiles instead: walk row gy covers tile rows
+// 2 gy and 2 gy + 1, its entries are the group columns [c0, c1) that cover the union of those rows' column spans
+// (walk_row), key = camera * groups_per_cam + gy * groups_x + gx, and the value carries which of the group's four
+// tiles the Gaussian touches: (camera, Gaussian) number | mask << kGroupMaskShift, bit (ty % 2) * 2 + tx % 2 for
+// tile (tx, ty) (walk_value). With gs = 0 a walk row is a tile row, a group a tile, and the value the bare number:
+// the list of runs 1-13, entry for entry.
 // Positions of the run past the end of that walk (a count larger than the walk, which the kernels' shared
 // arithmetic should never produce) get the sentinel key and value 0. Positions >= capacity are never written.
 //
@@ -56,14 +62,19 @@ constexpr int kRecordRows = 12;
 constexpr int kRecordCols = 255;
 enum RowKind : int { kRowsRect = 0, kRowsRecorded = 1, kRowsComputed = 2 };
 
+// Tile groups (run 14): a group list's value is the (camera, Gaussian) number in its low kGroupMaskShift bits and the
+// group's tile mask above them, so group lists need C * N <= kGroupIdxMask + 1 (Plan chooses gs = 0 otherwise).
+constexpr int kGroupMaskShift = 28;
+constexpr uint32_t kGroupIdxMask = (1u << kGroupMaskShift) - 1u;
+
 // How a pair's rows are walked: the whole rect rows without tight binning, else recorded spans where they fit.
 DD3G_HD int row_kind(bool tight, int tx0, int ty0, int tx1, int ty1) {
     if (!tight) return kRowsRect;
     return ty1 - ty0 <= kRecordRows && tx1 - tx0 <= kRecordCols ? kRowsRecorded : kRowsComputed;
 }
 
-// The projection's side: the record of a visible pair, and its tile count (the length of its walk).
-DD3G_HD uint32_t make_row_record(const Projected& p, bool tight, uint32_t w[kRecordWords]) {
+// The projection's side: the record of a visible pair, and its tile count (the length of its walk with gs = 0).
+DD3G_HD uint32_t record_tiles(const Projected& p, bool tight, uint32_t w[kRecordWords]) {
     w[0] = (uint32_t)p.tx0 | (uint32_t)p.ty0 << 16;
     w[1] = (uint32_t)p.tx1 | (uint32_t)p.ty1 << 16;
     for (int i = 2; i < kRecordWords; ++i) w[i] = 0u;
@@ -97,11 +108,13 @@ struct RowSource {
     uint64_t q0, q1, q2;  // kRowsRecorded: w[2 .. 7] of the record, two words each (row r at bits 16 (r % 4) of
                           // q[r / 4]; named fields, not an array, so that no dynamic index puts them in local memory)
     int kind;
+    int gs;             // the walk's group shift: 0 walks tiles, 1 walks groups of 2 x 2 tiles
 };
 
 // From a record; a kRowsComputed source still needs row_source_compute (the centre, opacity and conic).
-DD3G_HD RowSource row_source(const uint32_t w[kRecordWords], bool tight) {
+DD3G_HD RowSource row_source(const uint32_t w[kRecordWords], bool tight, int gs) {
     RowSource s{};
+    s.gs = gs;
     s.p.tx0 = (int)(w[0] & 0xFFFFu);
     s.p.ty0 = (int)(w[0] >> 16);
     s.p.tx1 = (int)(w[1] & 0xFFFFu);
@@ -140,6 +153,70 @@ DD3G_HD void source_row(const RowSource& s, int ty, int* c0, int* c1) {
     }
 }
 
+// A row of the walk (tile row r, or with gs = 1 group row r): its entries are the columns [c0, c1); with gs = 1,
+// [a0, a1) and [b0, b1) are the tile column spans of tile rows 2 r and 2 r + 1 (empty outside the rect), whose
+// union [c0, c1) covers in group columns (a group column between two disjoint spans is an entry with mask 0).
+struct WalkRow {
+    int c0, c1, a0, a1, b0, b1;
+};
+// The walk's rows [walk_rows_begin, walk_rows_end): those that hold a tile row of the rect.
+DD3G_HD int walk_rows_begin(const RowSource& s) { return s.p.ty0 >> s.gs; }
+DD3G_HD int walk_rows_end(const RowSource& s) {
+    return s.p.ty1 > s.p.ty0 ? ((s.p.ty1 - 1) >> s.gs) + 1 : walk_rows_begin(s);
+}
+DD3G_HD void walk_row(const RowSource& s, int r, WalkRow* w) {
+    if (s.gs == 0) {
+        source_row(s, r, &w->c0, &w->c1);
+        w->a0 = w->c0;
+        w->a1 = w->c1;
+        w->b0 = w->b1 = 0;
+        return;
+    }
+    int a0 = 0, a1 = 0, b0 = 0, b1 = 0;
+    const int ta = 2 * r, tb = 2 * r + 1;
+    if (ta >= s.p.ty0 && ta < s.p.ty1) source_row(s, ta, &a0, &a1);
+    if (tb >= s.p.ty0 && tb < s.p.ty1) source_row(s, tb, &b0, &b1);
+    const bool ea = a1 <= a0, eb = b1 <= b0;
+    const int lo = ea ? b0 : eb ? a0 : (a0 < b0 ? a0 : b0);
+    const int hi = ea ? b1 : eb ? a1 : (a1 > b1 ? a1 : b1);
+    w->a0 = a0;
+    w->a1 = a1;
+    w->b0 = b0;
+    w->b1 = b1;
+    w->c0 = ea && eb ? 0 : lo >> 1;
+    w->c1 = ea && eb ? 0 : (hi + 1) >> 1;
+}
+// The value of the row's entry at column c: the bare number with gs = 0, else with the mask of the group's tiles
+// that the spans cover (bit (ty % 2) * 2 + tx % 2).
+DD3G_HD uint32_t walk_value(uint32_t idx, int gs, const WalkRow& w, int c) {
+    if (gs == 0) return idx;
+    const int t0 = 2 * c, t1 = 2 * c + 1;
+    const uint32_t m = (uint32_t)(t0 >= w.a0 && t0 < w.a1) | (uint32_t)(t1 >= w.a0 && t1 < w.a1) << 1 |
+                       (uint32_t)(t0 >= w.b0 && t0 < w.b1) << 2 | (uint32_t)(t1 >= w.b0 && t1 < w.b1) << 3;
+    return idx | m << kGroupMaskShift;
+}
+// Entries of the whole walk: the run length that k_project counts.
+DD3G_HD uint32_t walk_count(const RowSource& s) {
+    uint32_t n = 0;
+    for (int r = walk_rows_begin(s); r < walk_rows_end(s); ++r) {
+        WalkRow w;
+        walk_row(s, r, &w);
+        n += (uint32_t)(w.c1 > w.c0 ? w.c1 - w.c0 : 0);
+    }
+    return n;
+}
+
+// The projection's side: the record of a visible pair, and the length of its walk (what the writers will produce
+// from that record; with gs = 1 counted by the writers' own walk_row over the record, or for kRowsComputed over the
+// same floats that k_project stores for them).
+DD3G_HD uint32_t make_row_record(const Projected& p, bool tight, int gs, uint32_t w[kRecordWords]) {
+    const uint32_t tiles = record_tiles(p, tight, w);
+    if (gs == 0) return tiles;
+    RowSource s = row_source(w, tight, gs);
+    if (s.kind == kRowsComputed) row_source_compute(s, p.x, p.y, p.opacity, p.ca, p.cb, p.cc);
+    return walk_count(s);
+}
+
 // First position of the run of depth-sorted number k: the end of the run before it.
 DD3G_HD long long run_begin(const long long* ends, uint32_t k) { return k > 0 ? ends[k - 1] : 0; }
 
@@ -155,15 +232,17 @@ DD3G_HD void emit_run(const long long* ends, uint32_t k, long long capacity, lon
 // 6 bytes instead of 8 through the writer and both tile-sort passes, run 13), else uint32_t.
 
 // The original writer: one thread writes the run [pos, end) (non-empty) of one Gaussian, whole.
+// cols: tiles_x with gs = 0, else groups_x; base: camera * (tiles or groups) a camera.
 template <typename Key>
-DD3G_HD void emit_run_serial(const RowSource& s, uint32_t base, uint32_t idx, int tiles_x, long long pos,
+DD3G_HD void emit_run_serial(const RowSource& s, uint32_t base, uint32_t idx, int cols, long long pos,
                              long long end, uint32_t sentinel, Key* keys, uint32_t* vals) {
-    for (int ty = s.p.ty0; ty < s.p.ty1 && pos < end; ++ty) {
-        int c0, c1;
-        source_row(s, ty, &c0, &c1);
-        for (int tx = c0; tx < c1 && pos < end; ++tx, ++pos) {
-            keys[pos] = (Key)(base + (uint32_t)(ty * tiles_x + tx));
-            vals[pos] = idx;
+    const int r1 = walk_rows_end(s);
+    for (int r = walk_rows_begin(s); r < r1 && pos < end; ++r) {
+        WalkRow w;
+        walk_row(s, r, &w);
+        for (int c = w.c0; c < w.c1 && pos < end; ++c, ++pos) {
+            keys[pos] = (Key)(base + (uint32_t)(r * cols + c));
+            vals[pos] = walk_value(idx, s.gs, w, c);
         }
     }
     // Defensive: if this walk found fewer tiles than k_project counted (a record holds the counted spans, and a
@@ -179,22 +258,24 @@ DD3G_HD void emit_run_serial(const RowSource& s, uint32_t base, uint32_t idx, in
 struct EmitWalk {
     RowSource src;       // the rows
     long long pos, end;  // next position to produce; end of the clamped run (pos >= end: nothing left)
-    uint32_t base, idx;  // camera * tiles_per_cam; the value of every entry
-    int tiles_x;
-    int ty, tx, c1;      // current tile row, its next column, its end column
+    uint32_t base, idx;  // camera * (tiles or groups) a camera; the (camera, Gaussian) number
+    int cols;            // tiles_x or groups_x
+    int ty, tx, r1;      // current walk row, its next column; end of the walk's rows
+    WalkRow row;         // the current row (row.c1: its end column)
 };
 
-DD3G_HD void emit_walk_begin(EmitWalk& w, const RowSource& src, uint32_t base, uint32_t idx, int tiles_x, long long pos,
+DD3G_HD void emit_walk_begin(EmitWalk& w, const RowSource& src, uint32_t base, uint32_t idx, int cols, long long pos,
                              long long end) {
     w.src = src;
     w.pos = pos;
     w.end = end;
     w.base = base;
     w.idx = idx;
-    w.tiles_x = tiles_x;
-    w.ty = src.p.ty0 - 1;  // "before the first row": the first entry asked for loads row ty0
+    w.cols = cols;
+    w.ty = walk_rows_begin(src) - 1;  // "before the first row": the first entry asked for loads the first row
+    w.r1 = walk_rows_end(src);
     w.tx = 0;
-    w.c1 = 0;
+    w.row = WalkRow{0, 0, 0, 0, 0, 0};
 }
 
 // Produce the walk's entries at positions [w.pos, min(w.end, stop)) into keys/vals[position - offset], in
@@ -210,13 +291,11 @@ DD3G_HD void emit_walk_fill(EmitWalk& w, long long stop, uint32_t sentinel, Key*
                             long long offset) {
     const long long lim = w.end < stop ? w.end : stop;
     while (w.pos < lim) {
-        if (w.tx >= w.c1) {  // this row is done (or none has started): the next one
-            if (w.ty + 1 < w.src.p.ty1) {
+        if (w.tx >= w.row.c1) {  // this row is done (or none has started): the next one
+            if (w.ty + 1 < w.r1) {
                 ++w.ty;
-                int c0, c1;
-                source_row(w.src, w.ty, &c0, &c1);
-                w.tx = c0;
-                w.c1 = c1;
+                walk_row(w.src, w.ty, &w.row);
+                w.tx = w.row.c0;
             } else {  // past the last row: defensive sentinel fill, as in emit_run_serial
                 for (; w.pos < lim; ++w.pos) {
                     keys[w.pos - offset] = (Key)sentinel;
@@ -225,12 +304,12 @@ DD3G_HD void emit_walk_fill(EmitWalk& w, long long stop, uint32_t sentinel, Key*
                 return;
             }
         }
-        const long long left = lim - w.pos, in_row = (long long)(w.c1 - w.tx);
+        const long long left = lim - w.pos, in_row = (long long)(w.row.c1 - w.tx);
         const int take = (int)(left < in_row ? left : in_row);  // 0 for an empty row
-        const uint32_t row = w.base + (uint32_t)(w.ty * w.tiles_x);
+        const uint32_t row = w.base + (uint32_t)(w.ty * w.cols);
         for (int e = 0; e < take; ++e) {
             keys[w.pos - offset + e] = (Key)(row + (uint32_t)(w.tx + e));
-            vals[w.pos - offset + e] = w.idx;
+            vals[w.pos - offset + e] = walk_value(w.idx, w.src.gs, w.row, w.tx + e);
         }
         w.tx += take;
         w.pos += take;
@@ -277,15 +356,16 @@ DD3G_HD uint32_t emit_owner(long long j, uint32_t CN, const long long* ends) {
 
 // Entry r (0-based) of the walk of emit_run_serial: the same rows in the same order, source_row called with the
 // same arguments, and the sentinel (value 0) when r lies past the walk's last tile (the defensive fill).
-DD3G_HD void emit_entry_at(const RowSource& s, uint32_t base, uint32_t idx, int tiles_x, long long r,
+DD3G_HD void emit_entry_at(const RowSource& s, uint32_t base, uint32_t idx, int cols, long long r,
                            uint32_t sentinel, uint32_t* key, uint32_t* val) {
-    for (int ty = s.p.ty0; ty < s.p.ty1; ++ty) {
-        int c0, c1;
-        source_row(s, ty, &c0, &c1);
-        const int w = c1 > c0 ? c1 - c0 : 0;
+    const int r1 = walk_rows_end(s);
+    for (int ty = walk_rows_begin(s); ty < r1; ++ty) {
+        WalkRow row;
+        walk_row(s, ty, &row);
+        const int w = row.c1 > row.c0 ? row.c1 - row.c0 : 0;
         if (r < w) {
-            *key = base + (uint32_t)(ty * tiles_x + c0 + (int)r);
-            *val = idx;
+            *key = base + (uint32_t)(ty * cols + row.c0 + (int)r);
+            *val = walk_value(idx, s.gs, row, row.c0 + (int)r);
             return;
         }
         r -= w;
@@ -306,6 +386,10 @@ constexpr int kRangeProbes = 16;
 DD3G_HD long long range_probe(long long lo, long long hi, int j) {
     return lo + (hi - lo) * (long long)(j + 1) / (kRangeProbes + 1);
 }
+// A range end found by the search, clamped to lim = min(list size, positions sorted): with gs = 1 the unused tail has
+// the last group's key and follows its entries, so the last group's search runs into the tail; no other end moves
+// (every other key's entries precede the tail).
+DD3G_HD long long range_clamp(long long x, long long lim) { return x < lim ? x : lim; }
 // One step: c of the kRangeProbes probes of [*lo, *hi] have a key below the target. The answer (the first index whose
 // key is not below it) stays inside, and the interval shrinks by at least one position; the search ends at lo == hi.
 DD3G_HD void range_narrow(long long* lo, long long* hi, int c) {

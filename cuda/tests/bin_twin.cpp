@@ -49,8 +49,8 @@ bool check_walk(std::mt19937_64& rng) {
     const int area = (p.tx1 - p.tx0) * (p.ty1 - p.ty0);
     std::vector<uint32_t> keys(area + 1, 0xFFFFFFFFu), vals(area + 1, 0);
     uint32_t rec[dd3g::kRecordWords];  // the default path's walk: the projection's record, then the per-thread writer
-    dd3g::make_row_record(p, tight, rec);
-    dd3g::RowSource src = dd3g::row_source(rec, tight);
+    dd3g::make_row_record(p, tight, 0, rec);
+    dd3g::RowSource src = dd3g::row_source(rec, tight, 0);
     if (src.kind == dd3g::kRowsComputed) dd3g::row_source_compute(src, p.x, p.y, p.opacity, p.ca, p.cb, p.cc);
     dd3g::emit_run_serial(src, 0, 7, tiles_x, 0, area, 0xFFFFFFFFu, keys.data(), vals.data());
     std::vector<uint32_t> theirs;

@@ -23,6 +23,8 @@
 #                                        default stores 16-bit keys where C * tiles < 65536; same list, same images)
 #   build/exact_tight/libdd3g_raster.so  -DDD3G_RASTER_FAST_TIGHT=0: tight binning with the exact square root,
 #                                        division and logarithm (the default uses the GPU's approximate ones)
+#   build/groups_off/libdd3g_raster.so   -DDD3G_RASTER_TILE_GROUPS=0: the sorted path lists per tile (runs 1-13), not
+#                                        per group of 2 x 2 tiles (same images, more list entries)
 # for one architecture (ARCH, default 90), with the compile flags of the CMake Release build (build/build.ninja:
 # -O3 -DNDEBUG, --expt-relaxed-constexpr -lineinfo, -fPIC, hidden visibility) and its static CUDA runtime.
 # Touches nothing else in build/ (other targets may live there).
@@ -75,4 +77,5 @@ run build/cull_off/libdd3g_raster.so -DDD3G_RASTER_WARP_CULL=0 -DDD3G_RASTER_WAR
 run build/warp16/libdd3g_raster.so -DDD3G_RASTER_WARP_W=16
 run build/key32/libdd3g_raster.so -DDD3G_RASTER_KEY16=0
 run build/exact_tight/libdd3g_raster.so -DDD3G_RASTER_FAST_TIGHT=0
+run build/groups_off/libdd3g_raster.so -DDD3G_RASTER_TILE_GROUPS=0
 for p in "${pids[@]}"; do wait "$p"; done

@@ -13,6 +13,10 @@
 // grid), random conics (tight rows of every shape, degenerate conics, opacities below 1/255 whose rows are all
 // empty), culled Gaussians (count 0, garbage Projected: must not be read), counts larger than the walk (sentinel
 // fill) or smaller (truncation), and capacities below, at and above the list size (the clamp).
+// Every case runs twice from the same random draws: with a list per tile (gs = 0) and per group of 2 x 2 tiles
+// (gs = 1, run 14), the reference for the latter built from the set of tiles that the Gaussian's tight rows touch;
+// and where the counts are the walks', each tile's entries of its group's sorted list (by the tile's mask bit) must
+// be its own sorted per-tile list, Gaussian for Gaussian: what k_raster's staging relies on.
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -37,6 +41,7 @@ template <typename Key> constexpr Key stale_of() { return sizeof(Key) == 2 ? (Ke
 
 struct Case {
     int C = 1, N = 0, tiles_x = 1, tiles_y = 1;
+    int gs = 0, groups_x = 1, groups_y = 1;  // the list's walk: tiles (gs = 0) or 2 x 2 groups (gs = 1)
     bool tight = true;
     long long capacity = 0;
     std::vector<uint32_t> sorted_idx;        // depth order -> (camera, Gaussian) number
@@ -47,7 +52,7 @@ struct Case {
 
 // What load_source gives a writer: the record, and for kRowsComputed the stored centre, opacity and conic.
 dd3g::RowSource source(const Case& c, uint32_t idx) {
-    dd3g::RowSource s = dd3g::row_source(c.recs[idx].data(), c.tight);
+    dd3g::RowSource s = dd3g::row_source(c.recs[idx].data(), c.tight, c.gs);
     if (s.kind == dd3g::kRowsComputed) {
         const dd3g::Projected& q = c.proj[idx];
         dd3g::row_source_compute(s, q.x, q.y, q.opacity, q.ca, q.cb, q.cc);
@@ -55,17 +60,40 @@ dd3g::RowSource source(const Case& c, uint32_t idx) {
     return s;
 }
 
-int walk_count(const dd3g::Projected& p, bool tight) {
-    int n = 0;
-    for (int ty = p.ty0; ty < p.ty1; ++ty) {
-        int c0 = p.tx0, c1 = p.tx1;
-        if (tight) dd3g::tight_row(p, ty, &c0, &c1);
-        n += c1 - c0;
+// The list entries of one Gaussian by definition, in walk order, from the Projected (tight_row per tile row, no
+// record): gs = 0, its tiles row-major (value = idx); gs = 1, for each group row the group columns from the first to
+// the last one holding a touched tile, value = idx | (its touched tiles' bits) << kGroupMaskShift.
+struct Entry {
+    uint32_t key, val;  // key within the camera: row * cols + column
+};
+std::vector<Entry> walk_entries(const dd3g::Projected& p, bool tight, int gs, int cols, uint32_t idx) {
+    std::vector<Entry> out;
+    if (gs == 0) {
+        for (int ty = p.ty0; ty < p.ty1; ++ty) {
+            int c0 = p.tx0, c1 = p.tx1;
+            if (tight) dd3g::tight_row(p, ty, &c0, &c1);
+            for (int tx = c0; tx < c1; ++tx) out.push_back({(uint32_t)(ty * cols + tx), idx});
+        }
+        return out;
     }
-    return n;
+    for (int gy = p.ty0 / 2; gy <= (p.ty1 - 1) / 2 && p.ty1 > p.ty0; ++gy) {
+        std::vector<uint32_t> mask((size_t)cols, 0u);  // per group column: the touched tiles of the group
+        for (int ty = 2 * gy; ty < 2 * gy + 2; ++ty) {
+            if (ty < p.ty0 || ty >= p.ty1) continue;
+            int c0 = p.tx0, c1 = p.tx1;
+            if (tight) dd3g::tight_row(p, ty, &c0, &c1);
+            for (int tx = c0; tx < c1; ++tx) mask[(size_t)(tx / 2)] |= 1u << ((ty % 2) * 2 + tx % 2);
+        }
+        int g0 = cols, g1 = -1;
+        for (int g = 0; g < cols; ++g)
+            if (mask[(size_t)g]) g0 = std::min(g0, g), g1 = std::max(g1, g);
+        for (int g = g0; g <= g1; ++g)
+            out.push_back({(uint32_t)(gy * cols + g), idx | mask[(size_t)g] << dd3g::kGroupMaskShift});
+    }
+    return out;
 }
 
-Case make_case(std::mt19937_64& rng, int which) {
+Case make_case(std::mt19937_64& rng, int which, int gs) {
     auto U = [&](double a, double b) { return std::uniform_real_distribution<double>(a, b)(rng); };
     auto I = [&](int a, int b) { return std::uniform_int_distribution<int>(a, b)(rng); };  // [a, b]
     Case c;
@@ -73,6 +101,9 @@ Case make_case(std::mt19937_64& rng, int which) {
     c.N = which % 7 == 0 ? I(1, 40) : I(50, 900);
     c.tiles_x = which % 13 == 4 ? I(250, 300) : I(1, 70);  // wide grids: rects over kRecordCols columns
     c.tiles_y = I(1, 70);
+    c.gs = gs;
+    c.groups_x = (c.tiles_x + gs) >> gs;
+    c.groups_y = (c.tiles_y + gs) >> gs;
     c.tight = which % 3 != 0;
     const int CN = c.C * c.N;
     c.proj.resize(CN);
@@ -97,7 +128,7 @@ Case make_case(std::mt19937_64& rng, int which) {
                 p.tx1 = p.tx0 + w;
             }
         }
-        walk[i] = walk_count(p, c.tight);
+        walk[i] = (int)walk_entries(p, c.tight, c.gs, c.groups_x, 0).size();
     }
     // the records k_project stores: their counts are the walks'; culled pairs get none (garbage here)
     c.recs.resize(CN);
@@ -107,7 +138,7 @@ Case make_case(std::mt19937_64& rng, int which) {
             w.fill(kPoison);
             continue;
         }
-        const uint32_t n = dd3g::make_row_record(c.proj[i], c.tight, w.data());
+        const uint32_t n = dd3g::make_row_record(c.proj[i], c.tight, c.gs, w.data());
         if ((int)n != walk[i]) {
             fprintf(stderr, "record count %u, walk %d (rect %d %d %d %d)\n", n, walk[i], c.proj[i].tx0, c.proj[i].ty0,
                     c.proj[i].tx1, c.proj[i].ty1);
@@ -144,22 +175,23 @@ Case make_case(std::mt19937_64& rng, int which) {
 }
 
 // the list by definition (from the Projected, tight_row per row, no record): the reference of every writer
+uint32_t per_cam(const Case& c) { return (uint32_t)(c.groups_x * c.groups_y); }
+// The key of unused positions (Plan::sentinel): one past the last tile's, or with groups the last group's own key.
+uint32_t sentinel_of(const Case& c) { return (uint32_t)c.C * per_cam(c) - (uint32_t)c.gs; }
+
 void run_reference(const Case& c, std::vector<uint32_t>& keys, std::vector<uint32_t>& vals) {
     const uint32_t CN = (uint32_t)(c.C * c.N);
-    const uint32_t sentinel = (uint32_t)(c.C * c.tiles_x * c.tiles_y), tpc = (uint32_t)(c.tiles_x * c.tiles_y);
+    const uint32_t sentinel = sentinel_of(c), tpc = per_cam(c);
     for (uint32_t k = 0; k < CN; ++k) {
         long long pos = k > 0 ? c.ends[k - 1] : 0;
         const long long end = std::min(c.ends[k], c.capacity);
         if (pos >= end) continue;
         const uint32_t idx = c.sorted_idx[k];
-        const dd3g::Projected& p = c.proj[idx];
-        for (int ty = p.ty0; ty < p.ty1; ++ty) {
-            int c0 = p.tx0, c1 = p.tx1;
-            if (c.tight) dd3g::tight_row(p, ty, &c0, &c1);
-            for (int tx = c0; tx < c1 && pos < end; ++tx, ++pos) {
-                keys[kGuard + pos] = (idx / (uint32_t)c.N) * tpc + (uint32_t)(ty * c.tiles_x + tx);
-                vals[kGuard + pos] = idx;
-            }
+        for (const Entry& e : walk_entries(c.proj[idx], c.tight, c.gs, c.groups_x, idx)) {
+            if (pos >= end) break;
+            keys[kGuard + pos] = (idx / (uint32_t)c.N) * tpc + e.key;
+            vals[kGuard + pos] = e.val;
+            ++pos;
         }
         for (; pos < end; ++pos) {
             keys[kGuard + pos] = sentinel;
@@ -172,13 +204,13 @@ void run_reference(const Case& c, std::vector<uint32_t>& keys, std::vector<uint3
 template <typename Key>
 void run_serial(const Case& c, std::vector<Key>& keys, std::vector<uint32_t>& vals) {
     const uint32_t CN = (uint32_t)(c.C * c.N);
-    const uint32_t sentinel = (uint32_t)(c.C * c.tiles_x * c.tiles_y), tpc = (uint32_t)(c.tiles_x * c.tiles_y);
+    const uint32_t sentinel = sentinel_of(c), tpc = per_cam(c);
     for (uint32_t k = 0; k < CN; ++k) {
         long long pos, end;
         dd3g::emit_run(c.ends.data(), k, c.capacity, &pos, &end);
         if (pos >= end) continue;
         const uint32_t idx = c.sorted_idx[k];
-        dd3g::emit_run_serial(source(c, idx), (idx / (uint32_t)c.N) * tpc, idx, c.tiles_x, pos, end, sentinel,
+        dd3g::emit_run_serial(source(c, idx), (idx / (uint32_t)c.N) * tpc, idx, c.groups_x, pos, end, sentinel,
                               keys.data() + kGuard, vals.data() + kGuard);
     }
 }
@@ -187,14 +219,14 @@ void run_serial(const Case& c, std::vector<Key>& keys, std::vector<uint32_t>& va
 template <typename Key>
 void run_flat(const Case& c, std::vector<Key>& keys, std::vector<uint32_t>& vals) {
     const uint32_t CN = (uint32_t)(c.C * c.N);
-    const uint32_t sentinel = (uint32_t)(c.C * c.tiles_x * c.tiles_y), tpc = (uint32_t)(c.tiles_x * c.tiles_y);
+    const uint32_t sentinel = sentinel_of(c), tpc = per_cam(c);
     if (CN == 0) return;
     const long long M = c.ends[CN - 1], lim = std::min(M, c.capacity);
     for (long long j = 0; j < lim; ++j) {
         const uint32_t k = dd3g::emit_owner(j, CN, c.ends.data());
         const uint32_t idx = c.sorted_idx[k];
         uint32_t key;  // as k_emit_flat: the entry's key, stored as Key
-        dd3g::emit_entry_at(source(c, idx), (idx / (uint32_t)c.N) * tpc, idx, c.tiles_x,
+        dd3g::emit_entry_at(source(c, idx), (idx / (uint32_t)c.N) * tpc, idx, c.groups_x,
                             j - dd3g::run_begin(c.ends.data(), k), sentinel, &key, vals.data() + kGuard + j);
         keys[kGuard + j] = (Key)key;
     }
@@ -205,7 +237,7 @@ template <typename Key>
 bool run_staged(const Case& c, int nthreads, int chunk, std::vector<Key>& keys, std::vector<uint32_t>& vals,
                 long long* rounds, char* msg, size_t msg_len) {
     const uint32_t CN = (uint32_t)(c.C * c.N);
-    const uint32_t sentinel = (uint32_t)(c.C * c.tiles_x * c.tiles_y), tpc = (uint32_t)(c.tiles_x * c.tiles_y);
+    const uint32_t sentinel = sentinel_of(c), tpc = per_cam(c);
     std::vector<Key> s_keys(chunk + 2 * kGuard);
     std::vector<uint32_t> s_vals(chunk + 2 * kGuard);
     const Key poison = poison_of<Key>(), stale = stale_of<Key>();
@@ -233,7 +265,7 @@ bool run_staged(const Case& c, int nthreads, int chunk, std::vector<Key>& keys, 
             dd3g::emit_run(c.ends.data(), k, c.capacity, &pos, &end);
             if (pos < end) {
                 const uint32_t idx = c.sorted_idx[k];
-                dd3g::emit_walk_begin(w[t], source(c, idx), (idx / (uint32_t)c.N) * tpc, idx, c.tiles_x, pos, end);
+                dd3g::emit_walk_begin(w[t], source(c, idx), (idx / (uint32_t)c.N) * tpc, idx, c.groups_x, pos, end);
             }
         }
         long long win_end = 0;
@@ -314,30 +346,78 @@ long long range_search(const std::vector<uint32_t>& keys, long long n, uint32_t 
     return lo;
 }
 
-// Every tile's range of a sorted list keys[0, n) (sentinel keys last) against std::lower_bound and a linear scan of
-// the runs; false (with a message) on a difference.
-bool check_ranges(const std::vector<uint32_t>& keys, long long n, uint32_t sentinel, long long* tiles, int* max_steps,
-                  char* msg, size_t msg_len) {
-    std::vector<long long> first(sentinel, -1), last(sentinel, -1);
-    for (long long i = 0; i < n; ++i)
-        if (keys[i] < sentinel) {
+// Every key's range of a sorted list keys[0, n) (sentinel keys last), as k_ranges finds it (the search, both ends
+// clamped to lim = min(list size, n): range_clamp), against std::lower_bound and a linear scan of the runs of
+// keys[0, lim) (the list's own entries), for the keys [0, num_keys): with gs = 1 the last group's key is the
+// sentinel, and its range is its entries before the unused tail. False (with a message) on a difference.
+bool check_ranges(const std::vector<uint32_t>& keys, long long n, long long lim, uint32_t num_keys, long long* tiles,
+                  int* max_steps, char* msg, size_t msg_len) {
+    std::vector<long long> first(num_keys, -1), last(num_keys, -1);
+    for (long long i = 0; i < lim; ++i)
+        if (keys[i] < num_keys) {
             if (first[keys[i]] < 0) first[keys[i]] = i;
             last[keys[i]] = i + 1;
         }
-    for (uint32_t t = 0; t < sentinel; ++t) {
+    for (uint32_t t = 0; t < num_keys; ++t) {
         int steps0 = 0, steps1 = 0;
-        const long long s0 = range_search(keys, n, t, &steps0), s1 = range_search(keys, n, t + 1, &steps1);
+        const long long s0 = dd3g::range_clamp(range_search(keys, n, t, &steps0), lim),
+                        s1 = dd3g::range_clamp(range_search(keys, n, t + 1, &steps1), lim);
         *max_steps = std::max(*max_steps, std::max(steps0, steps1));
-        const long long l0 = std::lower_bound(keys.begin(), keys.begin() + n, t) - keys.begin();
-        const long long l1 = std::lower_bound(keys.begin(), keys.begin() + n, t + 1) - keys.begin();
+        const long long l0 = std::min<long long>(std::lower_bound(keys.begin(), keys.begin() + n, t) - keys.begin(), lim);
+        const long long l1 =
+            std::min<long long>(std::lower_bound(keys.begin(), keys.begin() + n, t + 1) - keys.begin(), lim);
         const bool ok = s0 == l0 && s1 == l1 && (first[t] < 0 ? s0 == s1 : s0 == first[t] && s1 == last[t]);
         if (!ok) {
-            snprintf(msg, msg_len, "tile %u of %u (n=%lld): search [%lld, %lld), lower_bound [%lld, %lld), run [%lld, %lld)",
-                     t, sentinel, n, s0, s1, l0, l1, first[t], last[t]);
+            snprintf(msg, msg_len, "key %u of %u (n=%lld, lim=%lld): search [%lld, %lld), lower_bound [%lld, %lld), "
+                     "run [%lld, %lld)", t, num_keys, n, lim, s0, s1, l0, l1, first[t], last[t]);
             return false;
         }
         ++*tiles;
     }
+    return true;
+}
+
+// The whole list of a case (no capacity clamp), stable-sorted by key as the tile sort leaves it: (key, value) pairs.
+std::vector<std::pair<uint32_t, uint32_t>> sorted_list(const Case& c) {
+    std::vector<std::pair<uint32_t, uint32_t>> out;
+    for (uint32_t idx : c.sorted_idx) {
+        if (!c.proj[idx].visible) continue;
+        for (const Entry& e : walk_entries(c.proj[idx], c.tight, c.gs, c.groups_x, idx))
+            out.push_back({(idx / (uint32_t)c.N) * per_cam(c) + e.key, e.val});
+    }
+    std::stable_sort(out.begin(), out.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    return out;
+}
+
+// k_raster's view of a group list: tile (tx, ty) of camera cam walks its group's range and keeps the entries with
+// its bit, (ty % 2) * 2 + tx % 2. Those must be the tile's own per-tile list, Gaussian for Gaussian, in order.
+bool check_group_filter(const Case& tiles, const Case& groups, long long* checked, char* msg, size_t msg_len) {
+    const auto lt = sorted_list(tiles), lg = sorted_list(groups);
+    auto range = [](const std::vector<std::pair<uint32_t, uint32_t>>& l, uint32_t key) {
+        auto lo = std::lower_bound(l.begin(), l.end(), key, [](const auto& a, uint32_t k) { return a.first < k; });
+        auto hi = std::upper_bound(l.begin(), l.end(), key, [](uint32_t k, const auto& a) { return k < a.first; });
+        return std::make_pair(lo, hi);
+    };
+    for (int cam = 0; cam < tiles.C; ++cam)
+        for (int ty = 0; ty < tiles.tiles_y; ++ty)
+            for (int tx = 0; tx < tiles.tiles_x; ++tx) {
+                std::vector<uint32_t> want, got;
+                const auto rt = range(lt, (uint32_t)cam * per_cam(tiles) + (uint32_t)(ty * tiles.tiles_x + tx));
+                for (auto it = rt.first; it != rt.second; ++it) want.push_back(it->second);
+                const uint32_t g = (uint32_t)cam * per_cam(groups) + (uint32_t)((ty / 2) * groups.groups_x + tx / 2);
+                const int bit = (ty % 2) * 2 + tx % 2;
+                const auto rg = range(lg, g);
+                for (auto it = rg.first; it != rg.second; ++it)
+                    if ((it->second >> (dd3g::kGroupMaskShift + bit)) & 1u)
+                        got.push_back(it->second & dd3g::kGroupIdxMask);
+                if (got != want) {
+                    snprintf(msg, msg_len, "camera %d tile (%d, %d): %zu Gaussians from the group list, %zu per tile",
+                             cam, tx, ty, got.size(), want.size());
+                    return false;
+                }
+                *checked += !want.empty();
+            }
     return true;
 }
 
@@ -352,16 +432,23 @@ int main(int argc, char** argv) {
     const int cases = atoi(argv[2]);
     const int configs[][2] = {{dd3g::kEmitThreads, dd3g::kEmitChunk}, {32, 32}, {64, 96}, {256, 2048}, {128, 64}};
     long long entries = 0, clamped = 0, filled = 0, rounds = 0, multi = 0, range_tiles = 0;
-    long long recorded = 0, full_records = 0, computed = 0, key16_cases = 0;
+    long long recorded = 0, full_records = 0, computed = 0, key16_cases = 0, filtered_tiles = 0;
     int range_steps = 0;
     char msg[256];
     for (int ci = 0; ci < cases; ++ci) {
-        const Case c = make_case(rng, ci);
+        const std::mt19937_64 start = rng;  // both walks from the same draws: the same Gaussians, depth order
+        Case both[2];
+        for (int gs = 0; gs < 2; ++gs) {
+            std::mt19937_64 r = start;
+            both[gs] = make_case(r, ci, gs);
+            if (gs == 1) rng = r;
+        }
+        for (const Case& c : both) {
         const long long M = c.ends.empty() ? 0 : c.ends.back();
         const size_t size = (size_t)c.capacity + 2 * kGuard;
         std::vector<uint32_t> k_old(size, kPoison), v_old(size, kPoison);
         run_serial(c, k_old, v_old);
-        const uint32_t sentinel = (uint32_t)(c.C * c.tiles_x * c.tiles_y);
+        const uint32_t sentinel = sentinel_of(c);
         // the old writer's list: [0, min(M, capacity)) written, nothing else (the pad kernel does the rest)
         for (size_t i = 0; i < size; ++i) {
             const long long pos = (long long)i - kGuard;
@@ -371,7 +458,7 @@ int main(int argc, char** argv) {
                         (int)(k_old[i] != kPoison), (int)inside);
                 return 1;
             }
-            if (inside && k_old[i] == sentinel) ++filled;
+            if (inside && c.gs == 0 && k_old[i] == sentinel) ++filled;  // with groups a real key
         }
         // another list (keys, values) against the per-thread writer's, position by position
         auto differs = [&](const std::vector<uint32_t>& k, const std::vector<uint32_t>& v, const char* who) {
@@ -404,7 +491,8 @@ int main(int argc, char** argv) {
             std::vector<uint32_t> sorted(k_old.begin() + kGuard, k_old.begin() + kGuard + c.capacity);
             for (long long i = std::min(M, c.capacity); i < c.capacity; ++i) sorted[(size_t)i] = sentinel;
             std::stable_sort(sorted.begin(), sorted.end());
-            if (!check_ranges(sorted, c.capacity, sentinel, &range_tiles, &range_steps, msg, sizeof(msg))) {
+            if (!check_ranges(sorted, c.capacity, std::min(M, c.capacity), sentinel + (uint32_t)c.gs, &range_tiles,
+                              &range_steps, msg, sizeof(msg))) {
                 fprintf(stderr, "case %d: ranges: %s\n", ci, msg);
                 return 1;
             }
@@ -465,6 +553,11 @@ int main(int argc, char** argv) {
             }
             ++key16_cases;
         }
+        }  // gs
+        if (ci % 5 != 1 && !check_group_filter(both[0], both[1], &filtered_tiles, msg, sizeof(msg))) {
+            fprintf(stderr, "case %d: group lists: %s\n", ci, msg);
+            return 1;
+        }
     }
     // large sorted lists as the tile sort leaves them: runs of random lengths (many tiles empty, a few huge), then
     // the sentinel tail of the unused capacity
@@ -477,16 +570,18 @@ int main(int argc, char** argv) {
             const long long n = li % 2 ? (long long)len(rng) : (long long)(len(rng) * len(rng));
             keys.insert(keys.end(), (size_t)std::min<long long>(n, target - (long long)keys.size()), t);
         }
+        const long long real = (long long)keys.size();  // the list's entries; then the unused tail
         keys.insert(keys.end(), keys.size() / 4 + (size_t)(li == 0), sentinel);
-        if (!check_ranges(keys, (long long)keys.size(), sentinel, &range_tiles, &range_steps, msg, sizeof(msg))) {
+        const long long n = (long long)keys.size();
+        if (!check_ranges(keys, n, real, sentinel, &range_tiles, &range_steps, msg, sizeof(msg))) {
             fprintf(stderr, "large list %d: ranges: %s\n", li, msg);
             return 1;
         }
     }
     printf("ok cases=%d entries=%lld clamped_cases=%lld sentinel_entries=%lld rounds=%lld multi_round_cases=%lld "
            "range_tiles=%lld range_max_steps=%d recorded_pairs=%lld full_records=%lld computed_pairs=%lld "
-           "key16_cases=%lld\n",
+           "key16_cases=%lld group_filtered_tiles=%lld\n",
            cases, entries, clamped, filled, rounds, multi, range_tiles, range_steps, recorded, full_records, computed,
-           key16_cases);
+           key16_cases, filtered_tiles);
     return 0;
 }

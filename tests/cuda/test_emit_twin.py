@@ -43,7 +43,11 @@ def test_staged_and_flat_writers_match_per_thread_writer(emit_twin, seed):
     assert int(stats["recorded_pairs"]) > 10_000
     assert int(stats["full_records"]) > 50  # exactly kRecordRows rows
     assert int(stats["computed_pairs"]) > 500
-    assert int(stats["key16_cases"]) == 150  # every case also with 16-bit keys (DD3G_RASTER_KEY16): the same list
+    # every case with a list per tile and per 2 x 2 group, each also with 16-bit keys (DD3G_RASTER_KEY16): the same list
+    assert int(stats["key16_cases"]) == 300
+    # group lists (run 14): each tile's entries of its group's sorted list, by the tile's bit, are its own per-tile
+    # list (what k_raster's staging relies on), checked over every non-empty tile of the cases with exact counts
+    assert int(stats["group_filtered_tiles"]) > 100_000
 
 
 def kernel_body(src: str, name: str) -> str:
@@ -64,11 +68,15 @@ def test_kernels_call_the_twinned_code():
     flat = kernel_body(src, "k_emit_flat")
     assert "dd3g::emit_owner(" in flat and "dd3g::emit_entry_at(" in flat
     for body in (staged, old, flat):  # every writer walks the row records through the header's row_source
-        assert "load_source(recs, pa, pb, idx, tight)" in body
+        assert "load_source(recs, pa, pb, idx, tight, GS)" in body
     loader = src[src.index("dd3g::RowSource load_source("):]
     loader = loader[:loader.index("\n}\n")]
     assert "dd3g::row_source(" in loader and "dd3g::row_source_compute(" in loader
-    assert "n = dd3g::make_row_record(p, tight, rec);" in src  # the projection's count is the record's
+    assert "n = dd3g::make_row_record(p, tight, gs, rec);" in src and "tight, GS, pa, pb, pc, nullptr, recs" in src  # the projection's count is the record's walk's
+    # k_raster stages a group entry only with its tile's bit: (ty % 2) * 2 + tx % 2, as emit_walk.h's walk_value sets
+    raster = kernel_body(src, "k_raster")
+    assert "(v >> (dd3g::kGroupMaskShift + tp.sub)) & 1u" in raster
+    assert "t.sub = (int)(((blockIdx.y & 1u) << 1) | (blockIdx.x & 1u));" in src
     ranges = kernel_body(src, "k_ranges")
     assert "dd3g::range_probe(" in ranges and "dd3g::range_narrow(" in ranges
     # the default build picks the writer by size (2); 0, 1 and 3 force the per-thread, staged and flat writer
