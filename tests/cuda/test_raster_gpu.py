@@ -402,6 +402,17 @@ def test_binned_dense_tile_in_rounds(torch, lib, variant):
     assert mean_abs(a[0], r[0]) <= TOL and mean_abs(a[1], r[1]) <= TOL
 
 
+def same_outputs(torch, lib_a, lib_b, g, vm, Ks, W, H, opts):
+    """One frame from each library (ours: poisoned outputs); rgb, alpha and depth must be bit-identical and
+    NaN-free. Returns both results (outputs, stats) for the caller's checks of the counts."""
+    a = ours(torch, lib_a, g, vm, Ks, W, H, options=opts)
+    b = ours(torch, lib_b, g, vm, Ks, W, H, options=opts)
+    for x, y in zip(a[:3], b[:3]):
+        assert not torch.isnan(x).any()
+        assert torch.equal(x, y)
+    return a, b
+
+
 @pytest.mark.parametrize("variant,n", [("default", 6000), ("default", 530_000),
                                        ("build/warp16/libdd3g_raster.so", 530_000)])
 def test_warp_culling_renders_identical_images(torch, lib, variant, n):
@@ -427,11 +438,7 @@ def test_warp_culling_renders_identical_images(torch, lib, variant, n):
     vm, Ks = (torch.from_numpy(x).cuda() for x in cameras(2, W, H))
     for tight in (True, False):
         opts = rc.RasterOptions(tight_tiles=tight, count_evaluations=True)
-        a = ours(torch, new, g, vm, Ks, W, H, options=opts)
-        b = ours(torch, old, g, vm, Ks, W, H, options=opts)
-        for x, y in zip(a[:3], b[:3]):
-            assert not torch.isnan(x).any()
-            assert torch.equal(x, y)
+        a, b = same_outputs(torch, new, old, g, vm, Ks, W, H, opts)
         if n * 2 <= binned_max():
             assert a[3].intersections == b[3].intersections > 0
             assert a[3].evaluations == b[3].evaluations > 0
@@ -462,11 +469,7 @@ def test_tile_groups_render_identical_images(torch, lib, n, c, w, h):
     vm, Ks = (torch.from_numpy(x).cuda() for x in cameras(c, w, h))
     for tight in (True, False):
         opts = rc.RasterOptions(tight_tiles=tight, count_evaluations=True)
-        a = ours(torch, lib, g, vm, Ks, w, h, options=opts)
-        b = ours(torch, tiles, g, vm, Ks, w, h, options=opts)
-        for x, y in zip(a[:3], b[:3]):
-            assert not torch.isnan(x).any()
-            assert torch.equal(x, y)
+        a, b = same_outputs(torch, lib, tiles, g, vm, Ks, w, h, opts)
         assert a[3].evaluations == b[3].evaluations > 0
         assert 0 < a[3].intersections < b[3].intersections
 
