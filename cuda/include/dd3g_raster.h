@@ -17,8 +17,10 @@
  * enqueues work on `stream` (no host synchronisation) unless DD3G_RASTER_EXACT_COUNT is set, so it can be
  * captured into a CUDA graph or run inside a TensorRT plugin.
  *
- * Intersections: the (tile, Gaussian) list has a fixed capacity `max_intersections`. The number a frame
- * needed is written into the workspace; read it with dd3g_raster_read_stats. A frame that needed more than
+ * Intersections: the intersection list has a fixed capacity `max_intersections` (entries: one per Gaussian and
+ * group of 2 x 2 tiles it touches on the default path, one per Gaussian and tile on the small-scene path; the
+ * library picks the path, the caller only sizes the list). The number a frame needed is written into the
+ * workspace; read it with dd3g_raster_read_stats. A frame that needed more than
  * the capacity is rendered without the excess (wrong image): check the stats, or use EXACT_COUNT.
  *
  * Errors: every function returns a dd3g_status; nothing throws across this API.
@@ -73,7 +75,7 @@ typedef struct dd3g_raster_config {
     int32_t width;               /* pixels, >= 1 */
     int32_t height;              /* pixels, >= 1 */
     int32_t sh_coeffs;           /* K: 1, 4, 9 or 16 */
-    int64_t max_intersections;   /* capacity of the (tile, Gaussian) list; 0 = 8 * C * N + 65536 */
+    int64_t max_intersections;   /* capacity of the intersection list (entries); 0 = 8 * C * N + 65536 */
     float near_plane;            /* Gaussians with camera z outside [near, far] are culled (gsplat: 0.01) */
     float far_plane;             /* (gsplat: 1e10) */
     float eps2d;                 /* low-pass added to the 2D covariance diagonal, px^2 (gsplat: 0.3) */
@@ -101,7 +103,7 @@ typedef struct dd3g_raster_buffers {
 typedef struct dd3g_raster_stats {
     uint32_t struct_size;        /* sizeof(dd3g_raster_stats) */
     uint32_t reserved;
-    int64_t intersections;       /* (tile, Gaussian) pairs the frame needed */
+    int64_t intersections;       /* list entries the frame needed (see "Intersections" above) */
     int64_t capacity;            /* max_intersections the workspace was laid out for */
     int64_t evaluations;         /* per-pixel Gaussian evaluations (only with DD3G_RASTER_COUNT_EVALS) */
 } dd3g_raster_stats;

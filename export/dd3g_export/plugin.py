@@ -56,7 +56,7 @@ class RasterizeAttributes:
     near_plane: float = 0.01
     far_plane: float = 1e10
     eps2d: float = 0.3
-    max_intersections: int = 0  # capacity of the tile list; 0 = 8 * C * N + 65536
+    max_intersections: int = 0  # capacity of the intersection list (entries); 0 = 8 * C * N + 65536
     tight_tiles: int = 1
 
     def __post_init__(self) -> None:

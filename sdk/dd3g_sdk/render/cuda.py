@@ -114,7 +114,7 @@ class RasterOptions:
 
 @dataclass(frozen=True)
 class RasterStats:
-    intersections: int  # (tile, Gaussian) pairs the last frame needed
+    intersections: int  # intersection-list entries the last frame needed (per 2x2 tile group, or per tile)
     capacity: int       # what the workspace holds
     evaluations: int    # per-pixel evaluations (0 unless count_evaluations)
 
