@@ -73,15 +73,44 @@ DD3G_HD int row_kind(bool tight, int tx0, int ty0, int tx1, int ty1) {
     return ty1 - ty0 <= kRecordRows && tx1 - tx0 <= kRecordCols ? kRowsRecorded : kRowsComputed;
 }
 
-// The projection's side: the record of a visible pair, and its tile count (the length of its walk with gs = 0).
-DD3G_HD uint32_t record_tiles(const Projected& p, bool tight, uint32_t w[kRecordWords]) {
+// The walk's length with gs = 1, from the tile rows' spans in row order: per group row the hull of its non-empty
+// spans in group columns, as walk_row forms it ([lo >> 1, (hi + 1) >> 1), no entries for two empty rows).
+struct GroupRows {
+    int gy = -1, lo = 0, hi = 0;
+    bool any = false;
+    uint32_t n = 0;
+    DD3G_HD void add(int ty, int c0, int c1) {  // tile rows ty >= 0, in increasing order
+        if ((ty >> 1) != gy) {
+            flush();
+            gy = ty >> 1;
+        }
+        if (c1 > c0) {
+            lo = any && lo < c0 ? lo : c0;
+            hi = any && hi > c1 ? hi : c1;
+            any = true;
+        }
+    }
+    DD3G_HD void flush() {
+        if (any) n += (uint32_t)(((hi + 1) >> 1) - (lo >> 1));
+        any = false;
+    }
+};
+
+// The projection's side: the record of a visible pair, and the length of its walk (what the writers will produce
+// from that record: its tiles with gs = 0, its group entries with gs = 1, counted from the same spans in the same
+// pass; tests/cuda/test_emit_twin.py checks both against the lists by definition).
+DD3G_HD uint32_t make_row_record(const Projected& p, bool tight, int gs, uint32_t w[kRecordWords]) {
     w[0] = (uint32_t)p.tx0 | (uint32_t)p.ty0 << 16;
     w[1] = (uint32_t)p.tx1 | (uint32_t)p.ty1 << 16;
     for (int i = 2; i < kRecordWords; ++i) w[i] = 0u;
     const int kind = row_kind(tight, p.tx0, p.ty0, p.tx1, p.ty1);
-    if (kind == kRowsRect) return (uint32_t)((p.tx1 - p.tx0) * (p.ty1 - p.ty0));
+    if (kind == kRowsRect) {
+        if (gs == 0) return (uint32_t)((p.tx1 - p.tx0) * (p.ty1 - p.ty0));
+        return (uint32_t)((((p.tx1 + 1) >> 1) - (p.tx0 >> 1)) * ((((p.ty1 - 1) >> 1) + 1) - (p.ty0 >> 1)));
+    }
     const TightSpan e = tight_span(p);
     uint32_t n = 0;
+    GroupRows g;
     if (kind == kRowsRecorded) {
 DD3G_UNROLL
         for (int r = 0; r < kRecordRows; ++r) {  // unrolled: w[] stays in registers
@@ -89,16 +118,20 @@ DD3G_UNROLL
             int c0, c1;
             tight_row_span(p, e, p.ty0 + r, &c0, &c1);
             n += (uint32_t)(c1 - c0);
+            if (gs) g.add(p.ty0 + r, c0, c1);
             w[2 + r / 2] |= ((uint32_t)(c0 - p.tx0) | (uint32_t)(c1 - p.tx0) << 8) << (16 * (r % 2));
         }
-        return n;
+    } else {
+        for (int ty = p.ty0; ty < p.ty1; ++ty) {
+            int c0, c1;
+            tight_row_span(p, e, ty, &c0, &c1);
+            n += (uint32_t)(c1 - c0);
+            if (gs) g.add(ty, c0, c1);
+        }
     }
-    for (int ty = p.ty0; ty < p.ty1; ++ty) {
-        int c0, c1;
-        tight_row_span(p, e, ty, &c0, &c1);
-        n += (uint32_t)(c1 - c0);
-    }
-    return n;
+    if (gs == 0) return n;
+    g.flush();
+    return g.n;
 }
 
 // The writers' side: where a walk takes its rows from.
@@ -195,28 +228,6 @@ DD3G_HD uint32_t walk_value(uint32_t idx, int gs, const WalkRow& w, int c) {
                        (uint32_t)(t0 >= w.b0 && t0 < w.b1) << 2 | (uint32_t)(t1 >= w.b0 && t1 < w.b1) << 3;
     return idx | m << kGroupMaskShift;
 }
-// Entries of the whole walk: the run length that k_project counts.
-DD3G_HD uint32_t walk_count(const RowSource& s) {
-    uint32_t n = 0;
-    for (int r = walk_rows_begin(s); r < walk_rows_end(s); ++r) {
-        WalkRow w;
-        walk_row(s, r, &w);
-        n += (uint32_t)(w.c1 > w.c0 ? w.c1 - w.c0 : 0);
-    }
-    return n;
-}
-
-// The projection's side: the record of a visible pair, and the length of its walk (what the writers will produce
-// from that record; with gs = 1 counted by the writers' own walk_row over the record, or for kRowsComputed over the
-// same floats that k_project stores for them).
-DD3G_HD uint32_t make_row_record(const Projected& p, bool tight, int gs, uint32_t w[kRecordWords]) {
-    const uint32_t tiles = record_tiles(p, tight, w);
-    if (gs == 0) return tiles;
-    RowSource s = row_source(w, tight, gs);
-    if (s.kind == kRowsComputed) row_source_compute(s, p.x, p.y, p.opacity, p.ca, p.cb, p.cc);
-    return walk_count(s);
-}
-
 // First position of the run of depth-sorted number k: the end of the run before it.
 DD3G_HD long long run_begin(const long long* ends, uint32_t k) { return k > 0 ? ends[k - 1] : 0; }
 
