@@ -73,26 +73,41 @@ DD3G_HD int row_kind(bool tight, int tx0, int ty0, int tx1, int ty1) {
     return ty1 - ty0 <= kRecordRows && tx1 - tx0 <= kRecordCols ? kRowsRecorded : kRowsComputed;
 }
 
-// The walk's length with gs = 1, from the tile rows' spans in row order: per group row the hull of its non-empty
-// spans in group columns, as walk_row forms it ([lo >> 1, (hi + 1) >> 1), no entries for two empty rows).
-struct GroupRows {
-    int gy = -1, lo = 0, hi = 0;
+// The rules of a walk with group shift gs, shared by the projection's count (make_row_record) and the writers' walk
+// (walk_row), which must agree entry for entry:
+// walk rows [walk_row_first, walk_row_end) hold the tile rows [ty0, ty1) ...
+DD3G_HD int walk_row_first(int ty0, int gs) { return ty0 >> gs; }
+DD3G_HD int walk_row_end(int ty0, int ty1, int gs) { return ty1 > ty0 ? ((ty1 - 1) >> gs) + 1 : ty0 >> gs; }
+// ... and a group row's entries are the group columns over the hull of its tile rows' non-empty column spans.
+struct ColumnHull {
+    int lo = 0, hi = 0;
     bool any = false;
-    uint32_t n = 0;
-    DD3G_HD void add(int ty, int c0, int c1) {  // tile rows ty >= 0, in increasing order
-        if ((ty >> 1) != gy) {
-            flush();
-            gy = ty >> 1;
-        }
+    DD3G_HD void add(int c0, int c1) {  // a tile row's span [c0, c1); an empty one adds nothing
         if (c1 > c0) {
             lo = any && lo < c0 ? lo : c0;
             hi = any && hi > c1 ? hi : c1;
             any = true;
         }
     }
+    DD3G_HD int first() const { return any ? lo >> 1 : 0; }        // [first, end): no entries without a span
+    DD3G_HD int end() const { return any ? (hi + 1) >> 1 : 0; }
+};
+
+// The walk's length with gs = 1, from the tile rows' spans in row order.
+struct GroupRows {
+    int gy = -1;
+    ColumnHull hull;
+    uint32_t n = 0;
+    DD3G_HD void add(int ty, int c0, int c1) {  // tile rows ty >= 0, in increasing order
+        if ((ty >> 1) != gy) {
+            flush();
+            gy = ty >> 1;
+        }
+        hull.add(c0, c1);
+    }
     DD3G_HD void flush() {
-        if (any) n += (uint32_t)(((hi + 1) >> 1) - (lo >> 1));
-        any = false;
+        n += (uint32_t)(hull.end() - hull.first());
+        hull = ColumnHull{};
     }
 };
 
@@ -106,7 +121,9 @@ DD3G_HD uint32_t make_row_record(const Projected& p, bool tight, int gs, uint32_
     const int kind = row_kind(tight, p.tx0, p.ty0, p.tx1, p.ty1);
     if (kind == kRowsRect) {
         if (gs == 0) return (uint32_t)((p.tx1 - p.tx0) * (p.ty1 - p.ty0));
-        return (uint32_t)((((p.tx1 + 1) >> 1) - (p.tx0 >> 1)) * ((((p.ty1 - 1) >> 1) + 1) - (p.ty0 >> 1)));
+        ColumnHull row;
+        row.add(p.tx0, p.tx1);
+        return (uint32_t)((row.end() - row.first()) * (walk_row_end(p.ty0, p.ty1, gs) - walk_row_first(p.ty0, gs)));
     }
     const TightSpan e = tight_span(p);
     uint32_t n = 0;
@@ -193,10 +210,8 @@ struct WalkRow {
     int c0, c1, a0, a1, b0, b1;
 };
 // The walk's rows [walk_rows_begin, walk_rows_end): those that hold a tile row of the rect.
-DD3G_HD int walk_rows_begin(const RowSource& s) { return s.p.ty0 >> s.gs; }
-DD3G_HD int walk_rows_end(const RowSource& s) {
-    return s.p.ty1 > s.p.ty0 ? ((s.p.ty1 - 1) >> s.gs) + 1 : walk_rows_begin(s);
-}
+DD3G_HD int walk_rows_begin(const RowSource& s) { return walk_row_first(s.p.ty0, s.gs); }
+DD3G_HD int walk_rows_end(const RowSource& s) { return walk_row_end(s.p.ty0, s.p.ty1, s.gs); }
 DD3G_HD void walk_row(const RowSource& s, int r, WalkRow* w) {
     if (s.gs == 0) {
         source_row(s, r, &w->c0, &w->c1);
@@ -209,15 +224,15 @@ DD3G_HD void walk_row(const RowSource& s, int r, WalkRow* w) {
     const int ta = 2 * r, tb = 2 * r + 1;
     if (ta >= s.p.ty0 && ta < s.p.ty1) source_row(s, ta, &a0, &a1);
     if (tb >= s.p.ty0 && tb < s.p.ty1) source_row(s, tb, &b0, &b1);
-    const bool ea = a1 <= a0, eb = b1 <= b0;
-    const int lo = ea ? b0 : eb ? a0 : (a0 < b0 ? a0 : b0);
-    const int hi = ea ? b1 : eb ? a1 : (a1 > b1 ? a1 : b1);
+    ColumnHull hull;
+    hull.add(a0, a1);
+    hull.add(b0, b1);
     w->a0 = a0;
     w->a1 = a1;
     w->b0 = b0;
     w->b1 = b1;
-    w->c0 = ea && eb ? 0 : lo >> 1;
-    w->c1 = ea && eb ? 0 : (hi + 1) >> 1;
+    w->c0 = hull.first();
+    w->c1 = hull.end();
 }
 // The value of the row's entry at column c: the bare number with gs = 0, else with the mask of the group's tiles
 // that the spans cover (bit (ty % 2) * 2 + tx % 2).
