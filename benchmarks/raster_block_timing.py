@@ -8,7 +8,8 @@ configuration it renders the bench scene of bench_rasterizer.py, reads the recor
 - the longest block and when it started: a kernel whose span is close to its longest block's end is bound by that
   block's serial path (a critical tile), not by the machine's throughput;
 - how many blocks were running over time (busy fraction of the span with fewer blocks than SMs: the tail);
-- how block time follows list length and the largest per-pixel evaluation count (Pearson r).
+- how block time follows list length and the largest per-pixel evaluation count (Pearson r);
+- the eight longest blocks with their tiles (tile_y counts rows over all cameras: row + tiles_y * camera).
 
     bash cuda/tests/build_emit_variants.sh  # or any build with -DDD3G_RASTER_DIAG=3, e.g. build/diag3/
     DD3G_RASTER_LIB=build/diag3/libdd3g_raster.so python benchmarks/raster_block_timing.py \\
@@ -49,8 +50,9 @@ def clear_records(lib) -> None:
         raise SystemExit(f"{lib.path}: dd3g_raster_diag_read(clear) failed")
 
 
-def analyse(rec: np.ndarray, sms: int) -> dict:
-    rec = rec[rec["t1"] > 0]
+def analyse(rec: np.ndarray, sms: int, tiles_x: int) -> dict:
+    ids = np.nonzero(rec["t1"] > 0)[0]  # block b = tile x + tiles_x * (tile y + tiles_y * camera)
+    rec = rec[ids]
     t0 = rec["t0"].astype(np.int64)
     t1 = rec["t1"].astype(np.int64)
     base = t0.min()
@@ -80,7 +82,8 @@ def analyse(rec: np.ndarray, sms: int) -> dict:
         "corr_us_vs_n": corr(dur[nonempty], rec["n"][nonempty].astype(float)),
         "corr_us_vs_max_eval": corr(dur[nonempty], rec["max_eval"][nonempty].astype(float)),
         "us_per_max_eval": float(np.median(dur[nonempty] / np.maximum(rec["max_eval"][nonempty], 1))),
-        "top": [{"us": float(dur[j]), "start_us": float(start[j]), "n": int(rec["n"][j]),
+        "top": [{"us": float(dur[j]), "start_us": float(start[j]), "tile_x": int(ids[j] % tiles_x),
+                 "tile_y": int(ids[j] // tiles_x), "n": int(rec["n"][j]),
                  "rounds": int(rec["rounds"][j]), "max_eval": int(rec["max_eval"][j])} for j in top],
         "running_over_time": [int(x) for x in running[::10]],
     }
@@ -131,7 +134,7 @@ def main() -> int:
             clear_records(lib)
             frame(cfg, ws)
             torch.cuda.synchronize()
-            runs.append(analyse(read_records(lib, blocks), sms))
+            runs.append(analyse(read_records(lib, blocks), sms, (W + 15) // 16))
         runs.sort(key=lambda r: r["span_us"])
         r = runs[len(runs) // 2]
         r.update({"N": n, "res": W, "cams": C, "intersections": int(st.intersections),

@@ -25,6 +25,8 @@
 #                                        division and logarithm (the default uses the GPU's approximate ones)
 #   build/groups_off/libdd3g_raster.so   -DDD3G_RASTER_TILE_GROUPS=0: the sorted path lists per tile (runs 1-13), not
 #                                        per group of 2 x 2 tiles (same images, more list entries)
+#   build/proj_scalar/libdd3g_raster.so  -DDD3G_RASTER_PROJ_VEC=0: k_project copies SH rows one float a load (runs
+#                                        11-14; the same floats, the same images)
 # for one architecture (ARCH, default 90), with the compile flags of the CMake Release build (build/build.ninja:
 # -O3 -DNDEBUG, --expt-relaxed-constexpr -lineinfo, -fPIC, hidden visibility) and its static CUDA runtime.
 # Touches nothing else in build/ (other targets may live there).
@@ -78,4 +80,5 @@ run build/warp16/libdd3g_raster.so -DDD3G_RASTER_WARP_W=16
 run build/key32/libdd3g_raster.so -DDD3G_RASTER_KEY16=0
 run build/exact_tight/libdd3g_raster.so -DDD3G_RASTER_FAST_TIGHT=0
 run build/groups_off/libdd3g_raster.so -DDD3G_RASTER_TILE_GROUPS=0
+run build/proj_scalar/libdd3g_raster.so -DDD3G_RASTER_PROJ_VEC=0
 for p in "${pids[@]}"; do wait "$p"; done

@@ -474,6 +474,41 @@ def test_tile_groups_render_identical_images(torch, lib, n, c, w, h):
         assert 0 < a[3].intersections < b[3].intersections
 
 
+@pytest.mark.parametrize("n,k,c,w,h", [(530_000, 16, 2, 512, 384), (200_003, 9, 1, 512, 512), (40_001, 4, 2, 320, 256),
+                                       (140_001, 1, 1, 256, 256), (100_000, 16, 8, 256, 256)])
+def test_vector_sh_copy_renders_identical_images(torch, lib, n, k, c, w, h):
+    """The projection's copy of SH rows into shared memory four floats a load (DD3G_RASTER_PROJ_VEC=1, the default,
+    run 15) against one float a load (build/proj_scalar): the same floats land in the same places, so outputs, list
+    entries and evaluated pairs are identical. SH degree 0-3 (rows of 3, 12, 27 and 48 floats: loads that cross a
+    row's end), N not a multiple of the 128-Gaussian block (a partial last block), both projection layouts
+    (40,001 x 2 cameras: a block per camera), 8 cameras, tight and rect binning, and an SH array at a 4-byte but not
+    16-byte address (the scalar copy in both builds)."""
+    from dd3g_sdk.render import cuda as rc
+
+    base = ROOT / "build/proj_scalar/libdd3g_raster.so"
+    if not base.is_file():
+        pytest.skip(f"no build at {base} (cuda/tests/build_emit_variants.sh)")
+    old = rc.RasterLibrary(base)
+    assert n * c > binned_max()  # the sorted path
+    s = random_scene(n, k, seed=107, scale=(0.002, 0.02))
+    s["scales"][:20] *= 6.0
+    g = to_dev(torch, s)
+    flat = torch.empty(g["sh"].numel() + 1, device="cuda")  # the same values one float past a 16-byte boundary
+    flat[1:] = g["sh"].reshape(-1)
+    shifted = dict(g, sh=flat[1:].view(g["sh"].shape))
+    assert shifted["sh"].data_ptr() % 16 == 4
+    vm, Ks = (torch.from_numpy(x).cuda() for x in cameras(c, w, h))
+    for scene, tight in ((g, True), (g, False), (shifted, True)):
+        opts = rc.RasterOptions(tight_tiles=tight, count_evaluations=True)
+        a, b = same_outputs(torch, lib, old, scene, vm, Ks, w, h, opts)
+        assert a[3].intersections == b[3].intersections > 0
+        assert a[3].evaluations == b[3].evaluations > 0
+    r = reference(torch, g, vm, Ks, w, h) if n * c <= 100_000 else None  # the torch reference: small frames only
+    if r is not None:
+        a = ours(torch, lib, shifted, vm, Ks, w, h)
+        assert mean_abs(a[0], r[0]) <= TOL and mean_abs(a[1], r[1]) <= TOL
+
+
 @pytest.mark.parametrize("n", [6000, 530_000])
 def test_fast_tight_binning_renders_identical_images(torch, lib, n):
     """Tight binning with the GPU's approximate square root, division and logarithm (DD3G_RASTER_FAST_TIGHT=1, the
