@@ -46,16 +46,19 @@ def test_analysis_finds_the_critical_block_and_the_tail(timing):
     rec["n"] = [10, 12, 14, 16, 18, 20, 22, 24, 400]
     rec["max_eval"] = [5, 6, 7, 8, 9, 10, 11, 12, 400]
     rec["rounds"][8] = 2
-    a = timing.analyse(rec, sms)
+    a = timing.analyse(rec, sms, tiles_x=3)  # a 3 x 3 grid of tiles: block b is tile (b % 3, b // 3)
     assert a["blocks"] == 9 and a["nonempty_blocks"] == 9
     assert a["span_us"] == pytest.approx(100.0)
     assert a["longest"] == {"us": pytest.approx(100.0), "start_us": 0.0, "end_us": pytest.approx(100.0), "n": 400,
                             "rounds": 2, "max_eval": 400}
     assert a["max_running"] == 9
+    assert (a["top"][0]["tile_x"], a["top"][0]["tile_y"], a["top"][0]["n"]) == (2, 2, 400)
     # after 10 us only the long block runs: fewer than `sms` blocks for 90 % of the span
     assert a["tail_fraction_below_sms"] == pytest.approx(0.9, abs=0.01)
     assert a["sum_block_us_over_sms"] == pytest.approx((8 * 10 + 100) / sms)
     assert a["corr_us_vs_max_eval"] > 0.9
-    # blocks never written by the kernel (t1 = 0: an empty grid slot) are left out
-    both = np.concatenate([rec, np.zeros(3, dtype=timing.RECORD)])
-    assert timing.analyse(both, sms)["blocks"] == 9
+    # blocks never written by the kernel (t1 = 0: an empty grid slot) are left out, and the others keep their tiles
+    both = np.concatenate([np.zeros(3, dtype=timing.RECORD), rec])
+    b = timing.analyse(both, sms, tiles_x=3)
+    assert b["blocks"] == 9
+    assert (b["top"][0]["tile_x"], b["top"][0]["tile_y"]) == (2, 3)  # block 11
