@@ -436,7 +436,7 @@ constexpr int kProjShStride = 16 * 3 + 1;  // floats a staged row takes at most 
 // rows `stride` floats apart: float e goes to (e / row) * stride + e % row. With DD3G_RASTER_PROJ_VEC (fp32 rows at a
 // 16-byte address) a thread loads four consecutive floats at a time, a quarter of the load instructions, and steps
 // its row and column by constants instead of dividing by the runtime row length for every float (run 15: k_project
-// 118.5 -> 115.0 us at 1M/512/1 on an H200); 0: one float a load (runs 11-14). The same floats land in the same
+// 118.6 -> 115.4 us at 1M/512/1 on an H200); 0: one float a load (runs 11-14). The same floats land in the same
 // places either way.
 #ifndef DD3G_RASTER_PROJ_VEC
 #define DD3G_RASTER_PROJ_VEC 1
