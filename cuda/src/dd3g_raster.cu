@@ -147,9 +147,14 @@
 // split the binned raster kernel's time into sort and blend (benchmarks/rasterizer_notes.md run 7). 3 renders
 // correct images and records, per raster block, its start and end (globaltimer), cycles, SM, list length, rounds
 // (batches in k_raster) and the largest evaluation count of its pixels (with COUNT_EVALS), read back with
-// dd3g_raster_diag_read (exported by DIAG=3 builds only; benchmarks/raster_block_timing.py, run 10).
+// dd3g_raster_diag_read (exported by DIAG=3 builds only; benchmarks/raster_block_timing.py, run 10). 4 renders wrong
+// images: every k_raster block stops after DD3G_RASTER_DIAG_BATCHES batches, which times the sorted raster kernel
+// without the long walks of the tiles that never saturate (run 15: what splitting those walks could gain at most).
 #ifndef DD3G_RASTER_DIAG
 #define DD3G_RASTER_DIAG 0
+#endif
+#ifndef DD3G_RASTER_DIAG_BATCHES
+#define DD3G_RASTER_DIAG_BATCHES 4
 #endif
 
 namespace {
@@ -981,6 +986,9 @@ k_raster(int W, int H, int cols, int per_cam, const int2* __restrict__ ranges,
     DD3G_DIAG_BEGIN;
     for (int start = range.x; start < range.y; start += kBlock) {
         if (__syncthreads_count(acc.done) == kBlock) break;  // also protects the shared batch being overwritten
+#if DD3G_RASTER_DIAG == 4
+        if (start - range.x >= DD3G_RASTER_DIAG_BATCHES * kBlock) break;
+#endif
         DD3G_DIAG_ROUND();
         int i = start + tid;
         if (i < range.y) {
