@@ -15,6 +15,7 @@ the replay time of a graph of empty kernels (the launch floor of a multi-kernel 
 Run on a GPU host (needs build/libdd3g_raster.so or DD3G_RASTER_LIB, torch, gsplat):
     python benchmarks/bench_rasterizer.py --out benchmarks/results/rasterizer_h100.json
     python benchmarks/bench_rasterizer.py --quick        # 2 configurations, a few seconds
+    python benchmarks/bench_rasterizer.py --profile --no-gsplat --out profiles.json   # per-kernel times only
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import datetime
 import json
 import math
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -199,6 +201,27 @@ def profile_config(torch, lib, rc, n, W, C, frames: int = 20) -> list[tuple[str,
     return sorted(out, key=lambda x: -x[1])
 
 
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _max_sm_clock_mhz() -> int | None:
+    """The GPU's maximum SM clock from nvidia-smi (torch does not report it), or None where that fails."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=clocks.max.sm", "--format=csv,noheader,nounits", "-i", "0"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+        return int(out.split()[0])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+        return None
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    tmp.replace(path)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=None, help="write the results JSON here")
@@ -222,11 +245,27 @@ def main() -> int:
     if args.profile:
         pc = ([tuple(int(v) for v in c.split("x")) for c in args.configs.split(",")] if args.configs else
               [(16_384, 512, 1), (1_000_000, 512, 1), (1_000_000, 1024, 8)])
+        profiles = {}
         for n, W, C in pc:
             rows = profile_config(torch, lib, rc, n, W, C)
             print(f"\nprofile N={n} res={W} cams={C}: total {sum(t for _, t in rows):.1f} us/frame")
             for name, t in rows[:14]:
                 print(f"  {t:9.1f} us  {name}")
+            kernels: dict[str, float] = {}
+            for name, t in rows:  # names are cut at 90 characters, so two CUB kernels can share one
+                key, k = name, 2
+                while key in kernels:
+                    key, k = f"{name} ({k})", k + 1
+                kernels[key] = round(t, 2)
+            profiles[f"{n}/{W}/{C}"] = {"total_us": round(sum(t for _, t in rows), 2), "kernels_us": kernels}
+            torch.cuda.empty_cache()
+        if args.out:  # benchmarks/bound_floor.py reads this beside a table of the same build
+            props = torch.cuda.get_device_properties(0)
+            doc = {"benchmark": "bench_rasterizer.py --profile", "date": _now(), "gpu": torch.cuda.get_device_name(),
+                   "sms": props.multi_processor_count, "max_sm_clock_mhz": _max_sm_clock_mhz(),
+                   "torch": torch.__version__, "cuda": torch.version.cuda, "library": str(lib.path),
+                   "library_version": lib.version, "profiles": profiles}
+            _write_json(args.out, doc)
         return 0
     ceil = ceilings(torch)
     sizes = [16_384, 65_536, 200_000, 1_000_000]
@@ -249,7 +288,7 @@ def main() -> int:
 
     result = {
         "benchmark": "bench_rasterizer.py",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": _now(),
         "gpu": torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
@@ -262,8 +301,7 @@ def main() -> int:
         "rows": rows,
     }
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        _write_json(args.out, result)
 
     print(f"\n{result['gpu']}  copy {ceil['copy_bytes_per_s'] / 1e12:.2f} TB/s  fp32 {ceil['fp32_flops'] / 1e12:.1f} "
           f"TFLOP/s  12-node empty graph {ceil['graph12_empty_ms'] * 1e3:.1f} us")

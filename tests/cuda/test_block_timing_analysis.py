@@ -6,22 +6,17 @@ correlation on records made by hand.
 """
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from _scripts import ROOT, load_benchmark
 
 
 @pytest.fixture(scope="module")
 def timing():
-    spec = importlib.util.spec_from_file_location("raster_block_timing", ROOT / "benchmarks/raster_block_timing.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("raster_block_timing")
 
 
 def test_record_layout_matches_the_cuda_struct(timing):
