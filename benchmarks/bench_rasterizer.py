@@ -38,6 +38,11 @@ from dd3g_sdk.bench import median_cuda_ms  # noqa: E402 - after the path line, f
 FLOP_PER_EVAL = 15  # per (pixel, Gaussian) evaluation: offset 2, quadratic form 9, exp + scale + clamp 3, test 1
 
 
+def input_bytes(n: int, K: int) -> int:
+    """The bound's bytes read: every fp32 input once (means 3, quats 4, scales 3, opacity 1, K SH coefficients x 3)."""
+    return n * (3 + 4 + 3 + 1 + 3 * K) * 4
+
+
 def ceilings(torch) -> dict:
     n = 1 << 28  # 1 GiB of float32
     src = torch.randn(n, device="cuda")
@@ -161,7 +166,7 @@ def bench_config(torch, lib, rc, gsplat, n, W, C, iters, warmup) -> dict:
     row["exact_ms"] = median_cuda_ms(lambda: call(cfg, ws, stream), iters, warmup)
     del ws
 
-    in_bytes = n * (3 + 4 + 3 + 1 + 3 * K) * 4
+    in_bytes = input_bytes(n, K)
     out_bytes = C * H * W * 5 * 4
     row["bound_bytes"] = in_bytes + out_bytes
     row["bound_flops"] = FLOP_PER_EVAL * row["graph_evaluations"]

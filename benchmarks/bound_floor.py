@@ -30,6 +30,9 @@ import json
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_rasterizer import input_bytes  # noqa: E402 - the bound's own byte count
+
 INSTR_PER_PAIR = {"sorted": 74 / 4, "binned": 35 / 2}
 LANES_PER_SM_CYCLE = 128  # four schedulers, one 32-lane warp instruction each a cycle (sm_80 - sm_90)
 
@@ -61,7 +64,7 @@ def floor_rows(table: dict, profiles: dict, sms: int, clock_ghz: float) -> list[
         parts = kernel_parts(kernels)
         path = "binned" if any("k_raster_binned" in k for k in kernels) else "sorted"
         bound = r["bound_ms"] * 1e3
-        read = r["N"] * (3 + 4 + 3 + 1 + 3 * (r["sh_degree"] + 1) ** 2) * 4 / ceil["copy_bytes_per_s"] * 1e6
+        read = input_bytes(r["N"], (r["sh_degree"] + 1) ** 2) / ceil["copy_bytes_per_s"] * 1e6
         blend = r["graph_evaluations"] * INSTR_PER_PAIR[path] / issue * 1e6
         sort = parts["sort"]
         other = sum(parts.values()) - sort - min(read, parts["projection"]) - min(blend, parts["raster"])
