@@ -33,6 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "sdk"))
 
+from dd3g_sdk._fileio import atomic_write_text  # noqa: E402
 from dd3g_sdk.bench import median_cuda_ms  # noqa: E402 - after the path line, for runs without an install
 
 FLOP_PER_EVAL = 15  # per (pixel, Gaussian) evaluation: offset 2, quadratic form 9, exp + scale + clamp 3, test 1
@@ -206,7 +207,7 @@ def profile_config(torch, lib, rc, n, W, C, frames: int = 20) -> list[tuple[str,
     return sorted(out, key=lambda x: -x[1])
 
 
-def _now() -> str:
+def now_utc() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
@@ -220,11 +221,10 @@ def _max_sm_clock_mhz() -> int | None:
         return None
 
 
-def _write_json(path: Path, doc: dict) -> None:
+def write_json(path: Path, doc: dict) -> None:
+    """`doc` as indented JSON at `path` (its folder made if missing), written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
 
 
 def main() -> int:
@@ -253,7 +253,8 @@ def main() -> int:
         profiles = {}
         for n, W, C in pc:
             rows = profile_config(torch, lib, rc, n, W, C)
-            print(f"\nprofile N={n} res={W} cams={C}: total {sum(t for _, t in rows):.1f} us/frame")
+            total = sum(t for _, t in rows)
+            print(f"\nprofile N={n} res={W} cams={C}: total {total:.1f} us/frame")
             for name, t in rows[:14]:
                 print(f"  {t:9.1f} us  {name}")
             kernels: dict[str, float] = {}
@@ -262,15 +263,15 @@ def main() -> int:
                 while key in kernels:
                     key, k = f"{name} ({k})", k + 1
                 kernels[key] = round(t, 2)
-            profiles[f"{n}/{W}/{C}"] = {"total_us": round(sum(t for _, t in rows), 2), "kernels_us": kernels}
+            profiles[f"{n}/{W}/{C}"] = {"total_us": round(total, 2), "kernels_us": kernels}
             torch.cuda.empty_cache()
         if args.out:  # benchmarks/bound_floor.py reads this beside a table of the same build
             props = torch.cuda.get_device_properties(0)
-            doc = {"benchmark": "bench_rasterizer.py --profile", "date": _now(), "gpu": torch.cuda.get_device_name(),
+            doc = {"benchmark": "bench_rasterizer.py --profile", "date": now_utc(), "gpu": torch.cuda.get_device_name(),
                    "sms": props.multi_processor_count, "max_sm_clock_mhz": _max_sm_clock_mhz(),
                    "torch": torch.__version__, "cuda": torch.version.cuda, "library": str(lib.path),
                    "library_version": lib.version, "profiles": profiles}
-            _write_json(args.out, doc)
+            write_json(args.out, doc)
         return 0
     ceil = ceilings(torch)
     sizes = [16_384, 65_536, 200_000, 1_000_000]
@@ -293,7 +294,7 @@ def main() -> int:
 
     result = {
         "benchmark": "bench_rasterizer.py",
-        "date": _now(),
+        "date": now_utc(),
         "gpu": torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
@@ -306,7 +307,7 @@ def main() -> int:
         "rows": rows,
     }
     if args.out:
-        _write_json(args.out, result)
+        write_json(args.out, result)
 
     print(f"\n{result['gpu']}  copy {ceil['copy_bytes_per_s'] / 1e12:.2f} TB/s  fp32 {ceil['fp32_flops'] / 1e12:.1f} "
           f"TFLOP/s  12-node empty graph {ceil['graph12_empty_ms'] * 1e3:.1f} us")

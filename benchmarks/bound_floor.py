@@ -25,13 +25,12 @@ run 16: 74 per four pairs in the sorted path's culled loop (k_raster), 35 per tw
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_rasterizer import input_bytes  # noqa: E402 - the bound's own byte count
+from bench_rasterizer import input_bytes, now_utc, write_json  # noqa: E402 - the bound's own byte count
 
 INSTR_PER_PAIR = {"sorted": 74 / 4, "binned": 35 / 2}
 LANES_PER_SM_CYCLE = 128  # four schedulers, one 32-lane warp instruction each a cycle (sm_80 - sm_90)
@@ -115,14 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(" ".join(f"{r[c]:>17}" for c in cols))
     if args.out:
-        doc = {"benchmark": "bound_floor.py", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                   timespec="seconds"), "table": args.table.name, "table_date": table.get("date"),
+        doc = {"benchmark": "bound_floor.py", "date": now_utc(), "table": args.table.name,
+               "table_date": table.get("date"),
                "profiles": args.profiles.name, "profiles_date": prof.get("date"), "gpu": table.get("gpu"),
                "torch": table.get("torch"), "cuda": table.get("cuda"), "library_version": table.get("library_version"),
                "sms": sms, "clock_ghz": clock, "instr_per_pair": INSTR_PER_PAIR, "rows": rows}
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=1) + "\n")
-        tmp.replace(args.out)
+        write_json(args.out, doc)
     return 0
 
 

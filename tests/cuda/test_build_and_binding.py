@@ -202,15 +202,16 @@ def test_find_library_order(built_lib, monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("defines", [("-DDD3G_RASTER_EMIT=3", "-DDD3G_RASTER_PROJ_VEC=0"),
-                                     ("-DDD3G_RASTER_BINNED_MAX=0", "-DDD3G_RASTER_KEY16=0"),
+                                     ("-DDD3G_RASTER_BINNED_MAX=0", "-DDD3G_RASTER_KEY16=0",
+                                      "-DDD3G_RASTER_TILE_GROUPS=0"),
                                      ("-DDD3G_RASTER_BINNED_MAX=0xFFFFFFFFu", "-DDD3G_RASTER_TILE_SORT_MAX=64"),
                                      ("-DDD3G_RASTER_LOG2_BLEND=0", "-DDD3G_RASTER_WARP_CULL=0",
                                       "-DDD3G_RASTER_WARP_W=16", "-DDD3G_RASTER_FAST_TIGHT=0")],
-                         ids=["flat_proj_scalar", "binned_off_key32", "binned_s64", "log2_off_cull_off_exact_tight"])
+                         ids=["flat_proj_scalar", "binned_off_key32_groups_off", "binned_s64", "log2_off_cull_off_exact_tight"])
 def test_variant_builds_compile_cleanly(tmp_path, defines):
     """The variant builds that cuda/tests/build_emit_variants.sh makes for the GPU host (the flat writer always,
     here with the one-float SH copy of build/proj_scalar;
-    the binned path never, here with 32-bit list keys (build/key32); the binned path always, with a 64-key tile
+    the binned path never, here with 32-bit list keys (build/key32) and lists per tile (build/groups_off); the binned path always, with a 64-key tile
     sort; the blend loop in its written form, here also without warp culling and with 16 x 2 pixel warps, the
     build/cull_off kernels, and exact tight binning, build/exact_tight) compile without warnings (an unused kernel or variable would warn), so the device call
     is not spent on it. To PTX only: the front end, which gives
